@@ -1,0 +1,253 @@
+"""The `mirror` command line: a thin layer over `mirror.sync()` and friends.
+
+Only this layer parses arguments, prints, and picks the exit code (`errors.ExitCode`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Sequence
+
+import anyio
+from rich.console import Console
+
+from . import __version__, events, presign
+from .config import (AwsSettings, StudioUrlSettings, build_aws_settings, build_sync_settings, format_size,
+                     parse_size, read_config_file)
+from .errors import ExitCode, MirrorError, UsageError
+from .runner import SyncResult, loop_options, sync
+
+EPILOG_SYNC = """examples:
+  mirror sync meta-textgeneration-llama-3-8b --dest /models/llama --accept-eula
+  mirror sync my-model --hub my-private-hub --version 2.1.0 --dest /fsx/models
+  mirror sync --config mirror.toml
+"""
+EPILOG_STUDIO = """example:
+  mirror studio-url --domain-id d-abc123 --user-profile data-scientist --expires-in 60
+"""
+EPILOG_EMULATOR = """example:
+  mirror emulator --root ./content --url-ttl 60 --conn-rate 10MiB
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit with ExitCode.USAGE."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mirror", description="Mirror SageMaker hub content to local or shared storage.")
+    parser.add_argument("--version", action="version", version=f"mirror {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_sync(commands)
+    _add_studio_url(commands)
+    _add_emulator(commands)
+    _add_demo(commands)
+    return parser
+
+
+def _add_aws_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("AWS")
+    group.add_argument("--region", help="AWS region (default: the AWS config chain)")
+    group.add_argument("--profile", help="AWS profile name")
+    group.add_argument("--endpoint-url", dest="endpoint_url", help="SageMaker API endpoint, e.g. the emulator's")
+
+
+def _add_sync(commands: Any) -> None:
+    p = commands.add_parser("sync", help="mirror one hub content version into a directory",
+                            description="Mirror one hub content version into DEST.", epilog=EPILOG_SYNC,
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            argument_default=argparse.SUPPRESS)
+    p.add_argument("name", nargs="?", help="hub content name (or `name` in the config file)")
+    p.add_argument("--dest", help="destination directory")
+    p.add_argument("--hub", help="hub name or ARN (default SageMakerPublicHub)")
+    p.add_argument("--type", help="Model, Notebook, ModelReference, DataSet or JsonDoc (default Model)")
+    p.add_argument("--version", help="MAJOR.MINOR.PATCH or `latest` (default: latest)")
+    p.add_argument("--accept-eula", dest="accept_eula", action="store_true", help="accept the EULA of gated content")
+    p.add_argument("--expected-s3-url", dest="expected_s3_url", help="fail unless the content lives under this S3 URL")
+    p.add_argument("--concurrency", type=int, help="simultaneous HTTP requests (default 16)")
+    p.add_argument("--chunk-size", dest="chunk_size", help="bytes per ranged GET, e.g. 8MiB (default 8MiB)")
+    p.add_argument("--page-size", dest="page_size", type=int, help="URLs per API page, 1-100 (default 100)")
+    p.add_argument("--refresh-margin", dest="refresh_margin", type=float,
+                   help="renew URLs with less life left than this many seconds; 0 = only after a 403 (default 60)")
+    p.add_argument("--retries", type=int, help="attempts per chunk on transient errors (default 8)")
+    p.add_argument("--config", type=Path, help="TOML file with any of these options (flags win)")
+    _add_aws_flags(p)
+    p.set_defaults(handler=_run_sync)
+
+
+def _add_studio_url(commands: Any) -> None:
+    p = commands.add_parser("studio-url", help="print a SageMaker Studio sign-in URL",
+                            description="Print a presigned SageMaker Studio URL (CreatePresignedDomainUrl).",
+                            epilog=EPILOG_STUDIO, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--domain-id", dest="domain_id", required=True)
+    p.add_argument("--user-profile", dest="user_profile", required=True)
+    p.add_argument("--space")
+    p.add_argument("--expires-in", dest="expires_in", type=int, help="URL lifetime, 5-300 s (default 300)")
+    p.add_argument("--session-expiration", dest="session_expiration", type=int,
+                   help="session length, 1800-43200 s (default 43200)")
+    p.add_argument("--landing-uri", dest="landing_uri")
+    _add_aws_flags(p)
+    p.set_defaults(handler=_run_studio_url)
+
+
+def _add_emulator(commands: Any) -> None:
+    p = commands.add_parser("emulator", help="serve a local SageMaker + S3 emulator",
+                            description="Serve ROOT/<content-name>/<version>/<files> as SageMaker hub content. "
+                                        "Prints `endpoint URL` first, then runs until SIGINT/SIGTERM.",
+                            epilog=EPILOG_EMULATOR, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--url-ttl", dest="url_ttl", type=int, default=900, help="presigned URL lifetime, seconds")
+    p.add_argument("--conn-rate", dest="conn_rate", help="bytes/s per connection, e.g. 10MiB")
+    p.add_argument("--latency", type=float, default=0.0, help="milliseconds added to every response")
+    p.add_argument("--page-delay", dest="page_delay", type=float, default=0.0, help="seconds added to every page")
+    p.add_argument("--part-size", dest="part_size", default="8MiB", help="multipart ETags above this size")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_run_emulator)
+
+
+def _add_demo(commands: Any) -> None:
+    p = commands.add_parser("demo", help="mirror generated content from a built-in emulator",
+                            description="Start the emulator in-process with ~250 MiB of generated content, "
+                                        "mirror it, and check every byte.")
+    p.add_argument("--dest", type=Path, default=Path("mirror-demo"))
+    p.set_defaults(handler=_run_demo)
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def _run_sync(args: argparse.Namespace, console: Console) -> int:
+    config = read_config_file(args.config) if hasattr(args, "config") else {}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config")}
+    settings = build_sync_settings(given, config)
+
+    async def run() -> SyncResult:
+        with _progress(console, settings.name) as observer:
+            return await sync(settings, observer=observer)
+
+    return _report(_run(run), console)
+
+
+def _run_studio_url(args: argparse.Namespace, console: Console) -> int:
+    from .hub import HubClient
+
+    settings = StudioUrlSettings(domain_id=args.domain_id, user_profile=args.user_profile, space=args.space,
+                                 expires_in=args.expires_in, session_expiration=args.session_expiration,
+                                 landing_uri=args.landing_uri, aws=_aws(args))
+
+    async def studio_url() -> str:
+        async with HubClient.open(settings.aws) as hub:
+            return await hub.studio_url(settings)
+
+    print(_run(studio_url))
+    return ExitCode.OK
+
+
+def _run_emulator(args: argparse.Namespace, console: Console) -> int:
+    from .emulator import Emulator, EmulatorSettings
+
+    settings = EmulatorSettings(
+        root=args.root, host=args.host, port=args.port, url_ttl=args.url_ttl,
+        conn_rate=parse_size(args.conn_rate, key="--conn-rate") if args.conn_rate else None,
+        latency=args.latency / 1000, page_delay=args.page_delay,
+        part_size=parse_size(args.part_size, key="--part-size"), seed=args.seed)
+    if not args.root.is_dir():
+        raise UsageError(f"--root {args.root}: not a directory")
+
+    async def serve() -> None:
+        import signal
+
+        async with Emulator(settings) as emulator:
+            print(f"endpoint {emulator.endpoint}", flush=True)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    return
+
+    _run(serve)
+    return ExitCode.OK
+
+
+def _run_demo(args: argparse.Namespace, console: Console) -> int:
+    from .demo import run_demo
+
+    async def run() -> Any:
+        with _progress(console, "demo") as observer:
+            return await run_demo(args.dest, observer=observer)
+
+    outcome = _run(run)
+    code = _report(outcome.result, console)
+    if outcome.mismatched:
+        _error(console, f"byte check failed for {', '.join(outcome.mismatched)}")
+        return ExitCode.TRANSFER_FAILED
+    print(f"checked {len(outcome.result.completed)} files byte for byte against the emulator's source: "
+          f"all identical. They are in {outcome.result.dest}")
+    return code
+
+
+# --- shared pieces ---------------------------------------------------------------------------
+
+
+def _aws(args: argparse.Namespace) -> AwsSettings:
+    return build_aws_settings({k: getattr(args, k, None) for k in ("region", "profile", "endpoint_url")})
+
+
+def _run(function: Callable[[], Any]) -> Any:
+    return anyio.run(function, backend_options=loop_options())
+
+
+def _progress(console: Console, title: str) -> ContextManager[events.Observer]:
+    """A rich display on a terminal; nothing at all otherwise (logs stay clean)."""
+    if not console.is_terminal:
+        return contextlib.nullcontext(events.ignore)
+    from .progress import RichProgress
+
+    return RichProgress(title, console)
+
+
+def _report(result: SyncResult, console: Console) -> int:
+    rate = result.bytes_downloaded / result.elapsed if result.elapsed > 0 else 0.0
+    print(f"mirrored {len(result.completed)} files, {format_size(result.bytes_downloaded)} in "
+          f"{result.elapsed:.1f} s ({format_size(rate)}/s) into {result.dest}")
+    for path, reason in {**result.refused, **result.failed}.items():
+        console.print(f"mirror: {path}: {presign.scrub(reason)}", markup=False, highlight=False)
+    if result.refused:
+        return ExitCode.UNSAFE_CONTENT
+    return ExitCode.TRANSFER_FAILED if result.failed else ExitCode.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    console = Console(stderr=True)
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args, console))
+    except MirrorError as exc:
+        _error(console, str(exc))
+        return int(exc.exit_code)
+    except ExceptionGroup as group:  # a task group's failure: show the first real error
+        first = _first_leaf(group)
+        _error(console, str(first) if isinstance(first, MirrorError) else f"internal error: {first!r}")
+        return int(first.exit_code) if isinstance(first, MirrorError) else ExitCode.INTERNAL
+    except KeyboardInterrupt:
+        _error(console, "interrupted")
+        return ExitCode.INTERRUPTED
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _error(console: Console, message: str) -> None:
+    console.print(f"mirror: error: {presign.scrub(message)}", markup=False, highlight=False, soft_wrap=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The destination on disk: `NAME.part` files written at offsets, then renamed into place.
+
+Every function here blocks; the transfer layer calls them from worker threads. A file
+appears under its final name only after its bytes are complete and fsynced, and parent
+directories are created one level at a time, refusing any symlink on the way, so nothing
+is ever written outside DEST even if DEST holds a planted link.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path, PurePosixPath
+
+from .errors import DiskError, UnsafeLocalPath
+from .paths import PART_SUFFIX
+
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def prepare_destination(dest: Path) -> Path:
+    """Create DEST if needed and return its resolved path."""
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        resolved = dest.resolve(strict=True)
+    except OSError as exc:
+        raise disk_error(exc, dest) from exc
+    if not os.access(resolved, os.W_OK | os.X_OK):
+        raise DiskError(f"{dest}: destination is not writable")
+    return resolved
+
+
+class PartFile:
+    """One file being downloaded: `dir/NAME.part`, pre-sized, written with pwrite."""
+
+    def __init__(self, dest: Path, relative: PurePosixPath) -> None:
+        self.relative = relative
+        self.final = dest.joinpath(*relative.parts)
+        self.part = self.final.with_name(self.final.name + PART_SUFFIX)
+        self._dest = dest
+        self._fd: int | None = None
+
+    def open(self, size: int) -> None:
+        """Create the parents and the `.part` file, reserving `size` bytes."""
+        try:
+            _make_parents(self._dest, self.relative)
+            fd = os.open(self.part, _OPEN_FLAGS, 0o644)
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
+        self._fd = fd
+        try:
+            os.ftruncate(fd, size)
+            _reserve(fd, size)
+        except OSError as exc:
+            self.close()
+            raise disk_error(exc, self.part) from exc
+
+    def write_at(self, blocks: list[bytes], offset: int) -> None:
+        """Write `blocks` back to back starting at `offset` (positional, no seek)."""
+        assert self._fd is not None, "open() first"
+        total = sum(len(b) for b in blocks)
+        try:
+            written = os.pwritev(self._fd, blocks, offset)
+            if written < total:  # short write: finish the rest one block at a time
+                self._write_rest(b"".join(blocks)[written:], offset + written)
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
+
+    def _write_rest(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def commit(self) -> None:
+        """fsync, close and rename `NAME.part` to `NAME`; then fsync the directory."""
+        assert self._fd is not None, "open() first"
+        try:
+            os.fsync(self._fd)
+            self.close()
+            os.replace(self.part, self.final)
+            _fsync_dir(self.final.parent)
+        except OSError as exc:
+            raise disk_error(exc, self.final) from exc
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _make_parents(dest: Path, relative: PurePosixPath) -> None:
+    current = dest
+    for name in relative.parts[:-1]:
+        current = current / name
+        try:
+            os.mkdir(current, 0o755)
+        except FileExistsError:
+            pass
+        if current.is_symlink() or not current.is_dir():
+            raise UnsafeLocalPath(f"refused {relative}: {current} is a symlink or not a directory")
+    if (dest / relative).is_symlink():
+        raise UnsafeLocalPath(f"refused {relative}: the destination is a symlink")
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate the blocks now, so a full disk fails at the start, not mid-file."""
+    if size and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def disk_error(exc: OSError, path: Path) -> DiskError:
+    if exc.errno == errno.ENOSPC:
+        return DiskError(f"{path}: no space left on device")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return DiskError(f"{path}: permission denied")
+    if exc.errno == errno.EROFS:
+        return DiskError(f"{path}: read-only file system")
+    if exc.errno == errno.ELOOP:
+        return DiskError(f"{path}: refusing to follow a symlink")
+    return DiskError(f"{path}: {exc.strerror or exc}")

@@ -1,0 +1,146 @@
+"""What the emulator serves: `ROOT/<content-name>/<version>/<files...>`.
+
+LocalPath is `/` + the file's path below the version folder. An optional
+`ROOT/<content-name>/content.json` describes the content: `{"type": "Model", "gated": true}`.
+ETags follow S3's rules: MD5 of the bytes for single-part objects, and for objects above
+the part size `md5(concat(md5(part_i)))-N`, as a multipart upload with that part size makes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_VERSION_DIR = re.compile(r"\d{1,4}\.\d{1,4}\.\d{1,4}")
+_HASH_BLOCK = 1 << 20
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+@dataclass(frozen=True, slots=True)
+class HubObject:
+    local_path: str  # "/a/b.bin"
+    file: Path
+    size: int
+
+
+@dataclass(slots=True)
+class HubContent:
+    name: str
+    content_type: str
+    gated: bool
+    versions: dict[str, list[HubObject]] = field(default_factory=dict)
+
+    @property
+    def latest(self) -> str:
+        return max(self.versions, key=version_key)
+
+
+class Catalog:
+    """All content under a root folder, read once at start; ETags computed on first use."""
+
+    def __init__(self, root: Path, *, part_size: int | None) -> None:
+        self.root = root
+        self.part_size = part_size
+        self.contents = {c.name: c for c in _scan(root)}
+        self._etags: dict[Path, str] = {}
+        self._etag_lock = threading.Lock()
+
+    def find(self, name: str, version: str, local_path: str) -> HubObject | None:
+        content = self.contents.get(name)
+        objects = content.versions.get(version, []) if content else []
+        return next((o for o in objects if o.local_path == local_path), None)
+
+    def etag(self, obj: HubObject) -> str:
+        """S3's ETag for the object (no quotes); hashed once, in the calling thread."""
+        with self._etag_lock:
+            cached = self._etags.get(obj.file)
+        if cached is None:
+            cached = s3_etag(obj.file, self.part_size)
+            with self._etag_lock:
+                self._etags[obj.file] = cached
+        return cached
+
+
+def s3_etag(path: Path, part_size: int | None) -> str:
+    size = path.stat().st_size
+    if part_size is None or size <= part_size:
+        return _md5_file(path).hexdigest()
+    digests = []
+    with path.open("rb") as handle:
+        while part := _md5_stream(handle, part_size):
+            digests.append(part)
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def _md5_file(path: Path) -> "hashlib._Hash":
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest
+
+
+def _md5_stream(handle, limit: int) -> bytes:
+    """MD5 of the next `limit` bytes of `handle`, or b'' at end of file."""
+    digest = hashlib.md5()
+    remaining = limit
+    seen = False
+    while remaining and (block := handle.read(min(_HASH_BLOCK, remaining))):
+        digest.update(block)
+        remaining -= len(block)
+        seen = True
+    return digest.digest() if seen else b""
+
+
+def _scan(root: Path) -> list[HubContent]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"emulator root {root} is not a directory")
+    contents = []
+    for content_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        meta = _read_meta(content_dir / "content.json")
+        content = HubContent(content_dir.name, meta.get("type", "Model"), bool(meta.get("gated", False)))
+        for version_dir in sorted(p for p in content_dir.iterdir() if p.is_dir()):
+            if _VERSION_DIR.fullmatch(version_dir.name):
+                content.versions[version_dir.name] = _objects(version_dir)
+        if content.versions:
+            contents.append(content)
+    return contents
+
+
+def _read_meta(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _objects(version_dir: Path) -> list[HubObject]:
+    files = sorted(p for p in version_dir.rglob("*") if p.is_file())
+    return [HubObject("/" + p.relative_to(version_dir).as_posix(), p, p.stat().st_size) for p in files]
+
+
+# --- synthetic content ------------------------------------------------------------------
+
+
+def write_synthetic(root: Path, name: str, version: str, files: dict[str, int], *, seed: int = 0,
+                    gated: bool = False) -> Path:
+    """Write seeded pseudo-random files `{relative path: size}` as one content version."""
+    version_dir = root / name / version
+    rng = random.Random(seed)
+    for relative, size in files.items():
+        target = version_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as handle:
+            remaining = size
+            while remaining:
+                block = min(remaining, 4 << 20)
+                handle.write(rng.randbytes(block))
+                remaining -= block
+    if gated:
+        (root / name / "content.json").write_text(json.dumps({"type": "Model", "gated": True}))
+    return version_dir

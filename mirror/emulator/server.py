@@ -1,0 +1,228 @@
+"""The emulator's HTTP server: SageMaker JSON 1.1 on `POST /`, presigned S3 GETs below.
+
+Routes:
+    POST /                         SageMaker.<Operation> by the X-Amz-Target header
+    GET  /<bucket>/<name>/<version>/<path>   a presigned object GET (SigV4 checked)
+    GET  /_emulator/stats          counters as JSON
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import anyio
+from aiohttp import web
+
+from . import api, signing
+from .content import Catalog, HubObject
+
+BUCKET = "emulator-hub"
+_SEND_SLICE = 64 * 1024
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EmulatorSettings:
+    """Every knob of the emulator; each is also a `mirror emulator` flag."""
+
+    root: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    url_ttl: int = 900  # seconds each presigned URL lives
+    conn_rate: int | None = None  # bytes/s per connection; None = unthrottled (sendfile)
+    latency: float = 0.0  # seconds added before every response
+    page_delay: float = 0.0  # seconds added to every CreateHubContentPresignedUrls
+    part_size: int | None = 8 * 1024 * 1024  # multipart ETag for files above this
+    seed: int = 0
+    hubs: tuple[str, ...] = ("SageMakerPublicHub",)
+    studio_users: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"d-emulator0000": ("default-user",)}
+    )
+
+
+@dataclass(slots=True)
+class Stats:
+    bytes_served: int = 0
+    requests: collections.Counter = field(default_factory=collections.Counter)
+    api_calls: collections.Counter = field(default_factory=collections.Counter)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "bytes_served": self.bytes_served,
+            "requests": {str(k): v for k, v in sorted(self.requests.items())},
+            "api_calls": dict(sorted(self.api_calls.items())),
+        }
+
+
+class Emulator:
+    """Run with `async with Emulator(settings) as emu:`; `emu.endpoint` is its base URL."""
+
+    def __init__(self, settings: EmulatorSettings) -> None:
+        self.settings = settings
+        self.catalog = Catalog(settings.root, part_size=settings.part_size)
+        self.stats = Stats()
+        self.endpoint = ""
+        self._runner: web.AppRunner | None = None
+        self._api = api.SageMakerApi(self)
+
+    async def __aenter__(self) -> "Emulator":
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_post("/", self._api.handle)
+        app.router.add_get("/_emulator/stats", self._stats)
+        app.router.add_route("*", "/{bucket}/{key:.+}", self._object)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.SockSite(self._runner, _listen(self.settings.host, self.settings.port))
+        await site.start()
+        host, port = site._sock.getsockname()[:2]  # the real port when asked for 0
+        self.endpoint = f"http://{host}:{port}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- URLs the API hands out ---------------------------------------------------------
+
+    def object_url(self, name: str, version: str, obj: HubObject) -> str:
+        key = quote(f"{name}/{version}{obj.local_path}", safe="/~")
+        return signing.presign(f"{self.endpoint}/{BUCKET}/{key}", self.settings.url_ttl)
+
+    # --- handlers --------------------------------------------------------------------------
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.as_json())
+
+    async def _object(self, request: web.Request) -> web.StreamResponse:
+        if self.settings.latency:
+            await anyio.sleep(self.settings.latency)
+        try:
+            obj = self._authorized_object(request)
+            response = await self._serve(request, obj)
+        except signing.S3Refusal as refusal:
+            response = _s3_error(refusal)
+        self.stats.requests[response.status] += 1
+        return response
+
+    def _authorized_object(self, request: web.Request) -> HubObject:
+        signing.verify(request.method, request.scheme, request.host, request.raw_path,
+                       dict(request.headers), dt.datetime.now(dt.timezone.utc))
+        if request.method != "GET":  # the signature covers the method, so it already failed
+            raise signing.S3Refusal(405, "MethodNotAllowed", "The specified method is not allowed")
+        name, _, rest = unquote(request.match_info["key"]).partition("/")
+        version, _, local = rest.partition("/")
+        obj = self.catalog.find(name, version, "/" + local)
+        if request.match_info["bucket"] != BUCKET or obj is None:
+            raise signing.S3Refusal(404, "NoSuchKey", "The specified key does not exist.")
+        return obj
+
+    async def _serve(self, request: web.Request, obj: HubObject) -> web.StreamResponse:
+        etag = await anyio.to_thread.run_sync(self.catalog.etag, obj)
+        if_match = request.headers.get("If-Match")
+        if if_match is not None and if_match.strip().strip('"') != etag:
+            raise signing.S3Refusal(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+        span = parse_range(request.headers.get("Range"), obj.size)
+        headers = {"ETag": f'"{etag}"', "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        if span is None:
+            start, length, status = 0, obj.size, 200
+        else:
+            start, end = span
+            start, length, status = start, end - start + 1, 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{obj.size}"
+        headers["Content-Length"] = str(length)
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        await self._send_body(request, response, obj.file, start, length)
+        return response
+
+    async def _send_body(self, request: web.Request, response: web.StreamResponse, file: Path,
+                         start: int, length: int) -> None:
+        with file.open("rb") as handle:
+            if self.settings.conn_rate:
+                await self._send_throttled(response, handle, start, length)
+            else:
+                await self._send_file(request, response, handle, start, length)
+        await response.write_eof()
+
+    async def _send_file(self, request: web.Request, response: web.StreamResponse, handle,
+                         start: int, length: int) -> None:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        try:
+            sent = await asyncio.get_running_loop().sendfile(transport, handle, start, length)
+        except NotImplementedError:  # e.g. uvloop transports: copy instead
+            await self._send_throttled(response, handle, start, length)
+            return
+        self.stats.bytes_served += sent
+
+    async def _send_throttled(self, response: web.StreamResponse, handle, start: int, length: int) -> None:
+        rate = self.settings.conn_rate
+        handle.seek(start)
+        remaining = length
+        slice_size = min(_SEND_SLICE, max(1024, rate // 20)) if rate else 1 << 20
+        while remaining:
+            block = handle.read(min(slice_size, remaining))
+            if not block:
+                raise ConnectionResetError("object shrank while being served")
+            await response.write(block)
+            self.stats.bytes_served += len(block)
+            remaining -= len(block)
+            if rate:
+                await anyio.sleep(len(block) / rate)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """S3's reading of a single `Range: bytes=...`; None serves the whole object.
+
+    Malformed or multi-range headers are ignored (whole object), like S3 does; a range
+    starting at or beyond the end is 416.
+    """
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, dash, last = header[len("bytes="):].strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()):
+        return None
+    if not first:  # suffix range: the last N bytes
+        count = int(last)
+        if count == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(size - count, 0), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last.isdigit() else size - 1
+    if start >= size:
+        raise _unsatisfiable(size)
+    if last.isdigit() and int(last) < start:
+        return None
+    return start, end
+
+
+def _unsatisfiable(size: int) -> signing.S3Refusal:
+    return signing.S3Refusal(416, "InvalidRange", "The requested range is not satisfiable",
+                             {"Content-Range": f"bytes */{size}"})
+
+
+def _s3_error(refusal: signing.S3Refusal) -> web.Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{refusal.code}</Code><Message>{refusal.message}</Message>"
+        "<RequestId>EMULATOR</RequestId></Error>"
+    )
+    return web.Response(status=refusal.status, text=body, content_type="application/xml",
+                        headers=refusal.headers)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,97 @@
+"""Every error the mirror raises on purpose, and the exit code each one maps to.
+
+    MirrorError                     base; carries `exit_code`
+    ├── UsageError                  bad argument, option or config value (before any call)
+    ├── HubError                    the SageMaker API refused or failed
+    │   ├── ContentNotFound         ResourceNotFound: no such hub, content or version
+    │   ├── EulaRequired            gated content asked for without --accept-eula
+    │   └── AccessDenied            AccessDeniedException, missing or bad credentials
+    ├── TransferFailed              one or more files could not be downloaded
+    ├── DiskError                   the destination cannot be written (space, permission)
+    └── UnsafeLocalPath             the service sent a LocalPath that would escape DEST
+
+Library errors (botocore, aiohttp, OSError) are translated where they enter the program,
+with `raise ... from exc`, so the command line only ever prints one of these.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, documented in the README's "Exit codes" table."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: an error nobody translated
+    USAGE = 2  # bad arguments, config or environment; nothing was called
+    NOT_FOUND = 3  # hub, content or version does not exist
+    EULA_REQUIRED = 4  # gated content: re-run with --accept-eula
+    ACCESS_DENIED = 5  # credentials missing/invalid or not allowed
+    HUB_ERROR = 6  # any other SageMaker API failure (throttled past retries, unreachable)
+    TRANSFER_FAILED = 7  # some files failed; the others are complete
+    DISK_ERROR = 8  # the destination could not be written
+    UNSAFE_CONTENT = 9  # the service answered with a LocalPath or URL the mirror refuses
+    INTERRUPTED = 130  # SIGINT
+    TERMINATED = 143  # SIGTERM
+
+
+class MirrorError(Exception):
+    """Base of every error the mirror raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class UsageError(MirrorError):
+    """A flag, config key or value is invalid; raised before any network call."""
+
+    exit_code = ExitCode.USAGE
+
+
+class HubError(MirrorError):
+    """The SageMaker API failed for a reason not covered by a subclass."""
+
+    exit_code = ExitCode.HUB_ERROR
+
+
+class ContentNotFound(HubError):
+    """The hub, the content or the requested version does not exist."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class EulaRequired(HubError):
+    """The content is gated and the request did not accept its EULA."""
+
+    exit_code = ExitCode.EULA_REQUIRED
+
+
+class AccessDenied(HubError):
+    """Credentials are missing or invalid, or the principal is not allowed."""
+
+    exit_code = ExitCode.ACCESS_DENIED
+
+
+class TransferFailed(MirrorError):
+    """At least one file failed after its retry budget; `failures` maps path -> reason."""
+
+    exit_code = ExitCode.TRANSFER_FAILED
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = dict(failures)
+        names = ", ".join(sorted(self.failures)[:3])
+        more = len(self.failures) - 3
+        suffix = f" and {more} more" if more > 0 else ""
+        super().__init__(f"{len(self.failures)} file(s) failed: {names}{suffix}")
+
+
+class DiskError(MirrorError):
+    """The destination cannot be written: no space, no permission, read-only."""
+
+    exit_code = ExitCode.DISK_ERROR
+
+
+class UnsafeLocalPath(MirrorError):
+    """A LocalPath from the service would land outside DEST or is otherwise unusable."""
+
+    exit_code = ExitCode.UNSAFE_CONTENT

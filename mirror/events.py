@@ -1,0 +1,63 @@
+"""The one stream of events the core emits; renderers (rich, JSON) subscribe to it.
+
+Nothing here knows how events are shown. The core calls `observer(event)` synchronously
+from the event loop, so an observer must be quick and must not block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+
+@dataclass(frozen=True, slots=True)
+class FileStarted:
+    path: str  # relative to DEST
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class BytesWritten:
+    path: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileFinished:
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailed:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    path: str
+    reason: str
+    attempt: int
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class UrlsRefreshed:
+    page: int
+    count: int
+    reason: str  # "ahead of expiry" or "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class PageListed:
+    page: int
+    files: int
+
+
+Event = Union[FileStarted, BytesWritten, FileFinished, FileFailed, Retrying, UrlsRefreshed, PageListed]
+Observer = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """The observer used when nobody is watching."""

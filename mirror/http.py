@@ -1,0 +1,146 @@
+"""Ranged GETs of presigned URLs over aiohttp, with every answer checked and classified.
+
+`RangeClient.get()` sends one `GET` with `Range` (and `If-Match` once the ETag is known),
+and turns whatever comes back into either a `Body` to stream or one of the `FetchError`s
+below, whose messages never contain the URL's query string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from . import presign
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
+_ERROR_CODE = re.compile(r"<Code>([^<]*)</Code>")
+_ERROR_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+_READ_SIZE = 1 << 20
+_TRANSIENT_STATUS = {500, 502, 503, 504}
+
+
+class FetchError(Exception):
+    """Base of the ways one GET can fail; the transfer layer decides what each means."""
+
+
+class UrlExpired(FetchError):
+    """403 `Request has expired`: renew the URL and ask again; never counted as a failure."""
+
+
+class Transient(FetchError):
+    """Worth retrying after a backoff: 5xx, SlowDown, resets, timeouts, short bodies."""
+
+
+class ObjectChanged(FetchError):
+    """412, or the ETag/size no longer match what earlier answers said."""
+
+
+class Refused(FetchError):
+    """A permanent refusal (403 other than expiry, 404, ...): retrying will not help."""
+
+
+class EmptyObject(FetchError):
+    """416 on a range starting at 0 with total 0: the object is zero bytes long."""
+
+
+@dataclass(slots=True)
+class Body:
+    """A response ready to stream: which bytes it carries and of what object."""
+
+    start: int  # offset of the first byte in the object
+    end: int  # offset of the last byte (inclusive)
+    total: int  # object size
+    etag: str | None
+    response: aiohttp.ClientResponse
+
+    async def blocks(self) -> AsyncIterator[bytes]:
+        """The body in blocks, raising `Transient` on a reset or a short body."""
+        expected = self.end - self.start + 1
+        received = 0
+        try:
+            async for block in self.response.content.iter_chunked(_READ_SIZE):
+                received += len(block)
+                yield block
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise Transient(f"connection lost mid-body ({type(exc).__name__})") from None
+        if received < expected:
+            raise Transient(f"body ended after {received} of {expected} bytes")
+
+
+class RangeClient:
+    """One aiohttp session shared by every download of a run."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, *, connections: int) -> AsyncIterator["RangeClient"]:
+        connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=60)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                         read_bufsize=_READ_SIZE) as session:
+            yield cls(session)
+
+    @asynccontextmanager
+    async def get(self, url: str, start: int, end: int, if_match: str | None) -> AsyncIterator[Body]:
+        """GET bytes `start..end` (inclusive) of `url`; yields a checked `Body`."""
+        headers = {"Range": f"bytes={start}-{end}"}
+        if if_match:
+            headers["If-Match"] = f'"{if_match}"'
+        try:
+            # encoded=True: the signature covers the query exactly as the service wrote it
+            async with self._session.get(URL(url, encoded=True), headers=headers,
+                                         allow_redirects=False) as response:
+                body = await _classify(response, url)
+                yield body
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise Transient(f"{type(exc).__name__} from {presign.describe(url)}") from None
+
+
+async def _classify(response: aiohttp.ClientResponse, url: str) -> Body:
+    if response.status in (200, 206):
+        return _body(response)
+    text = (await response.content.read(16 * 1024)).decode("utf-8", "replace")
+    code = _first(_ERROR_CODE, text) or str(response.status)
+    message = _first(_ERROR_MESSAGE, text) or response.reason or ""
+    where = presign.describe(url)
+    if response.status == 403 and "expired" in message.lower():
+        raise UrlExpired(f"URL expired for {where}")
+    if response.status == 416:
+        total = _first(_UNSATISFIED_RANGE, response.headers.get("Content-Range", ""))
+        if total == "0":
+            raise EmptyObject(where)
+    if response.status == 412:
+        raise ObjectChanged(f"{where} changed on the server (412 PreconditionFailed)")
+    if response.status in _TRANSIENT_STATUS or code in ("SlowDown", "InternalError", "RequestTimeout"):
+        raise Transient(f"HTTP {response.status} {code}")
+    raise Refused(f"HTTP {response.status} {code}: {presign.scrub(message)} ({where})")
+
+
+def _body(response: aiohttp.ClientResponse) -> Body:
+    etag = response.headers.get("ETag", "").strip('"') or None
+    length = response.content_length
+    if response.status == 200:
+        if length is None:
+            raise Transient("200 answer without Content-Length")
+        return Body(0, length - 1, length, etag, response)
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+    if not match or match.group(3) == "*":
+        raise Transient(f"206 answer with unusable Content-Range {response.headers.get('Content-Range')!r}")
+    start, end, total = int(match.group(1)), int(match.group(2)), int(match.group(3))
+    if length is not None and length != end - start + 1:
+        raise Transient(f"Content-Length {length} disagrees with Content-Range {start}-{end}")
+    return Body(start, end, total, etag, response)
+
+
+def _first(pattern: re.Pattern[str], text: str) -> str | None:
+    match = pattern.search(text)
+    return match.group(1) if match else None

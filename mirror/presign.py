@@ -1,0 +1,70 @@
+"""Presigned S3 URLs: when they expire, and how to show them without their secrets.
+
+The expiry is read from the URL itself (`X-Amz-Date` + `X-Amz-Expires`); nothing assumes
+15 minutes. Expiry is turned into a monotonic deadline when the URL is received, so a wall
+clock that jumps, or one that disagrees with the service's, cannot stretch a URL's life.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+SECRET_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token")
+_SECRET_IN_TEXT = re.compile(
+    r"(X-Amz-(?:Signature|Credential|Security-Token))=([^&\s\"'<>]*)", re.IGNORECASE
+)
+_AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedUrl:
+    """One presigned GET, with the monotonic instant after which it must not be used."""
+
+    url: str
+    deadline: float  # time.monotonic() value
+    lifetime: float  # seconds the URL was valid for when issued (X-Amz-Expires)
+
+    def remaining(self, now: float | None = None) -> float:
+        return self.deadline - (time.monotonic() if now is None else now)
+
+    def __repr__(self) -> str:  # never let a signature reach a log through repr()
+        return f"PresignedUrl({redact(self.url)!r}, remaining={self.remaining():.0f}s)"
+
+
+def parse(url: str, *, wall_now: float | None = None, mono_now: float | None = None) -> PresignedUrl:
+    """Read a presigned URL's expiry.
+
+    Remaining life is `X-Amz-Date + X-Amz-Expires - now`, clamped to `[0, X-Amz-Expires]`:
+    a local clock behind the service's never grants more than the URL's stated lifetime.
+    URLs without SigV4 query auth (plain public objects) get an effectively endless life.
+    """
+    wall_now = time.time() if wall_now is None else wall_now
+    mono_now = time.monotonic() if mono_now is None else mono_now
+    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    if "X-Amz-Expires" not in query or "X-Amz-Date" not in query:
+        return PresignedUrl(url, mono_now + 365 * 86400.0, float("inf"))
+    lifetime = float(int(query["X-Amz-Expires"]))
+    issued = dt.datetime.strptime(query["X-Amz-Date"], _AMZ_DATE_FORMAT)
+    expires_at = issued.replace(tzinfo=dt.timezone.utc).timestamp() + lifetime
+    remaining = min(max(expires_at - wall_now, 0.0), lifetime)
+    return PresignedUrl(url, mono_now + remaining, lifetime)
+
+
+def redact(url: str) -> str:
+    """The URL with every secret query value replaced, safe to log."""
+    return scrub(url)
+
+
+def scrub(text: str) -> str:
+    """Replace every signature, credential and token value found anywhere in `text`."""
+    return _SECRET_IN_TEXT.sub(r"\1=REDACTED", text)
+
+
+def describe(url: str) -> str:
+    """A short, secret-free name for a URL in messages: host and path only."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
