@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from .config import AwsSettings, StudioUrlSettings, SyncSettings
 from .errors import (AccessDenied, ContentNotFound, DiskError, EulaRequired, ExitCode, HubError, MirrorError,
-                     TransferFailed, UnsafeLocalPath, UsageError)
+                     UnsafeLocalPath, UsageError)
 from .runner import SyncResult, sync, sync_blocking
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "StudioUrlSettings",
     "SyncResult",
     "SyncSettings",
-    "TransferFailed",
     "UnsafeLocalPath",
     "UsageError",
     "__version__",

@@ -109,7 +109,9 @@ def _add_emulator(commands: Any) -> None:
     p.add_argument("--latency", type=float, default=0.0, help="milliseconds added to every response")
     p.add_argument("--page-delay", dest="page_delay", type=float, default=0.0, help="seconds added to every page")
     p.add_argument("--part-size", dest="part_size", default="8MiB", help="multipart ETags above this size")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault injector")
+    p.add_argument("--fault", action="append", default=[], metavar="NAME=RATE",
+                   help="inject a fault into object GETs at RATE (0-1): slowdown, internal, reset, ignore-range")
     p.set_defaults(handler=_run_emulator)
 
 
@@ -158,7 +160,7 @@ def _run_emulator(args: argparse.Namespace, console: Console) -> int:
         root=args.root, host=args.host, port=args.port, url_ttl=args.url_ttl,
         conn_rate=parse_size(args.conn_rate, key="--conn-rate") if args.conn_rate else None,
         latency=args.latency / 1000, page_delay=args.page_delay,
-        part_size=parse_size(args.part_size, key="--part-size"), seed=args.seed)
+        part_size=parse_size(args.part_size, key="--part-size"), seed=args.seed, faults=_faults(args.fault))
     if not args.root.is_dir():
         raise UsageError(f"--root {args.root}: not a directory")
 
@@ -171,8 +173,25 @@ def _run_emulator(args: argparse.Namespace, console: Console) -> int:
                 async for _ in signals:
                     return
 
-    _run(serve)
+    anyio.run(serve)  # the plain asyncio loop: uvloop has no sendfile, asyncio's uses os.sendfile
     return ExitCode.OK
+
+
+def _faults(specs: list[str]) -> dict[str, float]:
+    from .emulator.server import FAULTS
+
+    faults = {}
+    for spec in specs:
+        name, _, rate = spec.partition("=")
+        if name not in FAULTS:
+            raise UsageError(f"--fault {spec!r}: unknown fault; known: {', '.join(FAULTS)}")
+        try:
+            faults[name] = float(rate)
+        except ValueError:
+            raise UsageError(f"--fault {spec!r}: expected NAME=RATE with RATE from 0 to 1") from None
+        if not 0 <= faults[name] <= 1:
+            raise UsageError(f"--fault {spec!r}: RATE must be from 0 to 1")
+    return faults
 
 
 def _run_demo(args: argparse.Namespace, console: Console) -> int:

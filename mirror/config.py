@@ -9,7 +9,6 @@ patterns) is checked here, so a bad value fails before any network call.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import tomllib
@@ -66,6 +65,10 @@ class AwsSettings:
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
+    api_attempts: int = 8  # botocore "standard" retries: throttling and transient API errors
+
+    def __post_init__(self) -> None:
+        _check_range("api_attempts", self.api_attempts, 1, 20)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -149,7 +152,7 @@ def _check_range(key: str, value: float, low: float, high: float) -> None:
 # TOML key -> (settings field, converter). The same names are the long flags' names.
 _SYNC_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "name": ("name", lambda v, k: _expect(v, str, k)),
-    "dest": ("dest", lambda v, k: Path(_expect(v, str, k)).expanduser()),
+    "dest": ("dest", lambda v, k: Path(_expect(v, (str, Path), k)).expanduser()),
     "hub": ("hub", lambda v, k: _expect(v, str, k)),
     "type": ("content_type", lambda v, k: _expect(v, str, k)),
     "version": ("version", lambda v, k: _version(_expect(v, str, k))),
@@ -174,8 +177,8 @@ def _expect(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({"str": "a string", "int": "an integer", "bool": "true or false",
-                        "float": "a number"}[k.__name__] for k in kinds)
+    names = {"str": "a string", "int": "an integer", "bool": "true or false", "float": "a number"}
+    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
 
 
 def _version(value: str) -> str | None:
@@ -228,8 +231,3 @@ def build_sync_settings(flags: Mapping[str, Any], config: Mapping[str, Any] | No
 
 def build_aws_settings(merged: Mapping[str, Any]) -> AwsSettings:
     return AwsSettings(**{key: _expect(merged[key], str, key) for key in _AWS_KEYS if merged.get(key) is not None})
-
-
-def replace(settings: SyncSettings, **changes: Any) -> SyncSettings:
-    """A copy with some fields changed, validated again."""
-    return dataclasses.replace(settings, **changes)

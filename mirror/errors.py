@@ -6,9 +6,11 @@
     │   ├── ContentNotFound         ResourceNotFound: no such hub, content or version
     │   ├── EulaRequired            gated content asked for without --accept-eula
     │   └── AccessDenied            AccessDeniedException, missing or bad credentials
-    ├── TransferFailed              one or more files could not be downloaded
     ├── DiskError                   the destination cannot be written (space, permission)
     └── UnsafeLocalPath             the service sent a LocalPath that would escape DEST
+
+A file that fails after its retries is not an exception: `sync()` reports it in
+`SyncResult.failed` and goes on with the others; the CLI then exits with TRANSFER_FAILED.
 
 Library errors (botocore, aiohttp, OSError) are translated where they enter the program,
 with `raise ... from exc`, so the command line only ever prints one of these.
@@ -70,19 +72,6 @@ class AccessDenied(HubError):
     """Credentials are missing or invalid, or the principal is not allowed."""
 
     exit_code = ExitCode.ACCESS_DENIED
-
-
-class TransferFailed(MirrorError):
-    """At least one file failed after its retry budget; `failures` maps path -> reason."""
-
-    exit_code = ExitCode.TRANSFER_FAILED
-
-    def __init__(self, failures: dict[str, str]) -> None:
-        self.failures = dict(failures)
-        names = ", ".join(sorted(self.failures)[:3])
-        more = len(self.failures) - 3
-        suffix = f" and {more} more" if more > 0 else ""
-        super().__init__(f"{len(self.failures)} file(s) failed: {names}{suffix}")
 
 
 class DiskError(MirrorError):

@@ -26,7 +26,6 @@ from . import events, presign
 from .config import AwsSettings, StudioUrlSettings, SyncSettings
 from .errors import AccessDenied, ContentNotFound, EulaRequired, HubError, UsageError
 
-_API_CONFIG = AioConfig(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
 _DENIED_CODES = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException",
                  "InvalidClientTokenId", "ExpiredTokenException", "MissingAuthenticationTokenException",
                  "InvalidSignatureException", "SignatureDoesNotMatch"}
@@ -80,8 +79,8 @@ class HubClient:
     async def open(cls, aws: AwsSettings, observer: events.Observer = events.ignore) -> AsyncIterator["HubClient"]:
         try:
             session = AioSession(profile=aws.profile)
-            context = session.create_client("sagemaker", region_name=aws.region,
-                                            endpoint_url=aws.endpoint_url, config=_API_CONFIG)
+            context = session.create_client("sagemaker", region_name=_region(session, aws),
+                                            endpoint_url=aws.endpoint_url, config=_api_config(aws))
             client = await context.__aenter__()
         except botocore.exceptions.ProfileNotFound as exc:
             raise UsageError(f"AWS profile {aws.profile!r} not found") from exc
@@ -108,7 +107,7 @@ class HubClient:
         while True:
             listing, next_token = await self.list_page(ref, page_size, token)
             self.observer(events.PageListed(index, len(listing)))
-            yield Page(self, ref, page_size, index, token, dict(listing))
+            yield Page(self, ref, page_size, index, token, listing)
             if next_token is None:
                 return
             token, index = next_token, index + 1
@@ -137,6 +136,21 @@ class HubClient:
             raise UsageError(str(exc).replace("\n", " ")) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise HubError(f"SageMaker API call failed: {exc}") from exc
+
+
+def _region(session: AioSession, aws: AwsSettings) -> str | None:
+    """The configured region; with a custom endpoint and none configured, us-east-1.
+
+    A custom endpoint (the emulator, a VPC endpoint) already says where to go; the region
+    is then only the name signed into requests, and needing one would be a needless step.
+    """
+    region = aws.region or session.get_config_variable("region")
+    return region or ("us-east-1" if aws.endpoint_url else None)
+
+
+def _api_config(aws: AwsSettings) -> AioConfig:
+    return AioConfig(retries={"mode": "standard", "max_attempts": aws.api_attempts},
+                     connect_timeout=10, read_timeout=60)
 
 
 def translate_client_error(exc: botocore.exceptions.ClientError) -> HubError:
@@ -173,9 +187,10 @@ class Page:
     """One page of URLs, renewed together; files hold it through `lease()`."""
 
     def __init__(self, client: HubClient, ref: ContentRef, page_size: int, index: int,
-                 token: str | None, urls: dict[str, presign.PresignedUrl]) -> None:
+                 token: str | None, listing: Listing) -> None:
         self.index = index
-        self.urls = urls
+        self.local_paths = [path for path, _ in listing]  # in listed order, repeats kept
+        self.urls = dict(listing)
         self._client, self._ref, self._page_size, self._token = client, ref, page_size, token
         self._lock = anyio.Lock()
 

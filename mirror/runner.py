@@ -10,6 +10,7 @@ producer but lets the files already started finish, so nothing downloaded is los
 
 from __future__ import annotations
 
+import collections
 import functools
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .config import SyncSettings
 from .disk import prepare_destination
 from .errors import MirrorError, UnsafeLocalPath
 from .http import RangeClient
-from .hub import ContentRef, HubClient
+from .hub import ContentRef, HubClient, Page
 from .transfer import Pool
 
 
@@ -88,14 +89,23 @@ class _Producer:
         async with send:
             try:
                 async for page in hub.pages(self.ref, self.page_size):
-                    for local_path in page.urls:
-                        job = self._job(local_path, page, pool)
+                    repeated = {p for p, n in collections.Counter(page.local_paths).items() if n > 1}
+                    for local_path in dict.fromkeys(page.local_paths):
+                        job = self._job(local_path, page, pool, ambiguous=local_path in repeated)
                         if job is not None:
                             await send.send(job)
             except MirrorError as exc:
                 self.error = exc
 
-    def _job(self, local_path: str, page, pool: Pool) -> plan.FileJob | None:
+    def _job(self, local_path: str, page: Page, pool: Pool, *, ambiguous: bool) -> plan.FileJob | None:
+        """A job, or None after recording why the entry is refused.
+
+        A LocalPath listed twice is ambiguous (which URL is the file?): within one page
+        every copy is refused; across pages the first is kept and later ones refused.
+        """
+        if ambiguous:
+            self._refuse(local_path, f"refused LocalPath {local_path!r}: listed twice", pool)
+            return None
         try:
             job = plan.file_job(local_path, page.lease(local_path))
         except UnsafeLocalPath as exc:

@@ -78,7 +78,8 @@ class SageMakerApi:
         objects = content.versions[version]
         page = objects[start:start + limit]
         result: dict[str, Any] = {"AuthorizedUrlConfigs": [
-            {"Url": self.emulator.object_url(content.name, version, o), "LocalPath": o.local_path} for o in page
+            {"Url": self.emulator.object_url(content.name, version, o),
+             "LocalPath": self.emulator.settings.local_path_rewrites.get(o.local_path, o.local_path)} for o in page
         ]}
         if start + limit < len(objects):
             result["NextToken"] = _token(content.name, version, start + limit)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import random
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,12 @@ from . import api, signing
 from .content import Catalog, HubObject
 
 BUCKET = "emulator-hub"
+FAULTS = {
+    "slowdown": "503 SlowDown instead of the object",
+    "internal": "500 InternalError instead of the object",
+    "reset": "the connection closes after half the body",
+    "ignore-range": "200 with the whole object instead of 206 with the range",
+}
 _SEND_SLICE = 64 * 1024
 
 
@@ -40,6 +47,8 @@ class EmulatorSettings:
     page_delay: float = 0.0  # seconds added to every CreateHubContentPresignedUrls
     part_size: int | None = 8 * 1024 * 1024  # multipart ETag for files above this
     seed: int = 0
+    faults: dict[str, float] = field(default_factory=dict)  # fault name -> rate, see FAULTS
+    local_path_rewrites: dict[str, str] = field(default_factory=dict)  # true LocalPath -> one to report
     hubs: tuple[str, ...] = ("SageMakerPublicHub",)
     studio_users: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"d-emulator0000": ("default-user",)}
@@ -70,6 +79,14 @@ class Emulator:
         self.endpoint = ""
         self._runner: web.AppRunner | None = None
         self._api = api.SageMakerApi(self)
+        self._rng = random.Random(settings.seed)
+        unknown = set(settings.faults) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+
+    def _fault(self, name: str) -> bool:
+        rate = self.settings.faults.get(name, 0.0)
+        return rate > 0 and self._rng.random() < rate
 
     async def __aenter__(self) -> "Emulator":
         app = web.Application(client_max_size=1 << 20)
@@ -104,11 +121,18 @@ class Emulator:
             await anyio.sleep(self.settings.latency)
         try:
             obj = self._authorized_object(request)
+            self._inject_refusals()
             response = await self._serve(request, obj)
         except signing.S3Refusal as refusal:
             response = _s3_error(refusal)
         self.stats.requests[response.status] += 1
         return response
+
+    def _inject_refusals(self) -> None:
+        if self._fault("slowdown"):
+            raise signing.S3Refusal(503, "SlowDown", "Please reduce your request rate.")
+        if self._fault("internal"):
+            raise signing.S3Refusal(500, "InternalError", "We encountered an internal error. Please try again.")
 
     def _authorized_object(self, request: web.Request) -> HubObject:
         signing.verify(request.method, request.scheme, request.host, request.raw_path,
@@ -127,7 +151,7 @@ class Emulator:
         if_match = request.headers.get("If-Match")
         if if_match is not None and if_match.strip().strip('"') != etag:
             raise signing.S3Refusal(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
-        span = parse_range(request.headers.get("Range"), obj.size)
+        span = None if self._fault("ignore-range") else parse_range(request.headers.get("Range"), obj.size)
         headers = {"ETag": f'"{etag}"', "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         if span is None:
             start, length, status = 0, obj.size, 200
@@ -138,6 +162,11 @@ class Emulator:
         headers["Content-Length"] = str(length)
         response = web.StreamResponse(status=status, headers=headers)
         await response.prepare(request)
+        if self._fault("reset"):
+            with obj.file.open("rb") as handle:
+                await self._send_throttled(response, handle, start, length // 2)
+            request.transport.close()
+            return response
         await self._send_body(request, response, obj.file, start, length)
         return response
 

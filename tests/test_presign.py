@@ -1,0 +1,46 @@
+import datetime as dt
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mirror import presign
+
+URL = ("https://bucket.s3.amazonaws.com/key.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+       "&X-Amz-Credential=AKIA%2F20261121%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261121T120000Z"
+       "&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Security-Token=TOKENVALUE&X-Amz-Signature=abcdef0123")
+ISSUED = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc).timestamp()
+
+
+def test_expiry_is_read_from_the_url_not_assumed():
+    url = presign.parse(URL.replace("X-Amz-Expires=900", "X-Amz-Expires=120"), wall_now=ISSUED + 20, mono_now=1000.0)
+    assert url.lifetime == 120
+    assert url.deadline == 1000.0 + 100
+
+
+def test_a_local_clock_behind_the_service_never_extends_the_life():
+    url = presign.parse(URL, wall_now=ISSUED - 3600, mono_now=0.0)
+    assert url.remaining(now=0.0) == 900
+
+
+def test_an_already_expired_url_has_no_life_left():
+    url = presign.parse(URL, wall_now=ISSUED + 901, mono_now=50.0)
+    assert url.remaining(now=50.0) == 0
+
+
+def test_redact_removes_every_secret_and_keeps_the_rest():
+    shown = presign.redact(URL)
+    for secret in ("abcdef0123", "TOKENVALUE", "AKIA%2F2026"):
+        assert secret not in shown
+    assert "bucket.s3.amazonaws.com/key.bin" in shown and "X-Amz-Expires=900" in shown
+
+
+def test_repr_of_a_presigned_url_hides_its_signature():
+    assert "abcdef0123" not in repr(presign.parse(URL))
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="&\"'<> \t\r\n\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0"), min_size=1))
+def test_scrub_never_leaves_a_signature_value_in_any_text(value):
+    text = f"error fetching https://h/k?X-Amz-Signature={value}&X-Amz-Security-Token={value}!"
+    scrubbed = presign.scrub(text)
+    assert f"X-Amz-Signature={value}" not in scrubbed
+    assert "X-Amz-Signature=REDACTED" in scrubbed and "X-Amz-Security-Token=REDACTED" in scrubbed
