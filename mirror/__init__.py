@@ -7,14 +7,16 @@
 __version__ = "0.1.0"
 
 from .config import AwsSettings, StudioUrlSettings, SyncSettings
-from .errors import (AccessDenied, ContentNotFound, DiskError, EulaRequired, ExitCode, HubError, MirrorError,
-                     UnsafeLocalPath, UsageError)
-from .runner import SyncResult, sync, sync_blocking
+from .errors import (AccessDenied, ContentNotFound, DestinationBusy, DiskError, EulaRequired, ExitCode, HubError,
+                     MirrorError, UnsafeLocalPath, UsageError, VerifyFailed)
+from .manifest import VerifyReport
+from .runner import SyncResult, sync, sync_blocking, verify
 
 __all__ = [
     "AccessDenied",
     "AwsSettings",
     "ContentNotFound",
+    "DestinationBusy",
     "DiskError",
     "EulaRequired",
     "ExitCode",
@@ -25,7 +27,10 @@ __all__ = [
     "SyncSettings",
     "UnsafeLocalPath",
     "UsageError",
+    "VerifyFailed",
+    "VerifyReport",
     "__version__",
     "sync",
     "sync_blocking",
+    "verify",
 ]

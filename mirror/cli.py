@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
@@ -18,7 +19,7 @@ from . import __version__, events, presign
 from .config import (AwsSettings, StudioUrlSettings, build_aws_settings, build_sync_settings, format_size,
                      parse_size, read_config_file)
 from .errors import ExitCode, MirrorError, UsageError
-from .runner import SyncResult, loop_options, sync
+from .runner import SyncResult, loop_options, sync, verify
 
 EPILOG_SYNC = """examples:
   mirror sync meta-textgeneration-llama-3-8b --dest /models/llama --accept-eula
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_sync(commands)
+    _add_verify(commands)
     _add_studio_url(commands)
     _add_emulator(commands)
     _add_demo(commands)
@@ -76,9 +78,21 @@ def _add_sync(commands: Any) -> None:
     p.add_argument("--refresh-margin", dest="refresh_margin", type=float,
                    help="renew URLs with less life left than this many seconds; 0 = only after a 403 (default 60)")
     p.add_argument("--retries", type=int, help="attempts per chunk on transient errors (default 8)")
+    p.add_argument("--require-verified", dest="require_verified", action="store_true",
+                   help="fail files that no ETag or checksum can verify (e.g. SSE-KMS objects)")
+    p.add_argument("--delete", action="store_true",
+                   help="remove files under DEST that the content no longer lists (never .mirror/)")
     p.add_argument("--config", type=Path, help="TOML file with any of these options (flags win)")
     _add_aws_flags(p)
     p.set_defaults(handler=_run_sync)
+
+
+def _add_verify(commands: Any) -> None:
+    p = commands.add_parser("verify", help="re-hash a mirrored directory against its manifest",
+                            description="Re-hash every file under DEST against DEST/.mirror/manifest.json and "
+                                        "list what differs, is missing or is extra. Exit 0 only if all match.")
+    p.add_argument("dest", type=Path)
+    p.set_defaults(handler=_run_verify)
 
 
 def _add_studio_url(commands: Any) -> None:
@@ -111,7 +125,10 @@ def _add_emulator(commands: Any) -> None:
     p.add_argument("--part-size", dest="part_size", default="8MiB", help="multipart ETags above this size")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault injector")
     p.add_argument("--fault", action="append", default=[], metavar="NAME=RATE",
-                   help="inject a fault into object GETs at RATE (0-1): slowdown, internal, reset, ignore-range")
+                   help="inject a fault into object GETs at RATE (0-1): slowdown, internal, reset, "
+                        "ignore-range, flip")
+    p.add_argument("--checksum", choices=("sha256", "sha1", "crc32", "crc32c", "crc64nvme"),
+                   help="send a full-object x-amz-checksum-<ALGO> header with every object")
     p.set_defaults(handler=_run_emulator)
 
 
@@ -138,6 +155,22 @@ def _run_sync(args: argparse.Namespace, console: Console) -> int:
     return _report(_run(run), console)
 
 
+def _run_verify(args: argparse.Namespace, console: Console) -> int:
+    report = _run(functools.partial(verify, args.dest))
+    for path in report.missing:
+        print(f"missing {path}")
+    for path, problem in sorted(report.differs.items()):
+        print(f"differs {path}: {problem}")
+    for path in report.extra:
+        print(f"extra   {path}")
+    if report.ok:
+        print(f"verified {report.checked} files: all match the manifest")
+        return ExitCode.OK
+    print(f"checked {report.checked} files: {len(report.differs)} differ, {len(report.missing)} missing, "
+          f"{len(report.extra)} extra")
+    return ExitCode.VERIFY_FAILED
+
+
 def _run_studio_url(args: argparse.Namespace, console: Console) -> int:
     from .hub import HubClient
 
@@ -160,7 +193,8 @@ def _run_emulator(args: argparse.Namespace, console: Console) -> int:
         root=args.root, host=args.host, port=args.port, url_ttl=args.url_ttl,
         conn_rate=parse_size(args.conn_rate, key="--conn-rate") if args.conn_rate else None,
         latency=args.latency / 1000, page_delay=args.page_delay,
-        part_size=parse_size(args.part_size, key="--part-size"), seed=args.seed, faults=_faults(args.fault))
+        part_size=parse_size(args.part_size, key="--part-size"), seed=args.seed, faults=_faults(args.fault),
+        checksum=args.checksum)
     if not args.root.is_dir():
         raise UsageError(f"--root {args.root}: not a directory")
 
@@ -233,10 +267,22 @@ def _progress(console: Console, title: str) -> ContextManager[events.Observer]:
 
 def _report(result: SyncResult, console: Console) -> int:
     rate = result.bytes_downloaded / result.elapsed if result.elapsed > 0 else 0.0
-    print(f"mirrored {len(result.completed)} files, {format_size(result.bytes_downloaded)} in "
-          f"{result.elapsed:.1f} s ({format_size(rate)}/s) into {result.dest}")
+    fetched = len(result.completed) - len(result.skipped)
+    notes = [f"{len(result.skipped)} unchanged" if result.skipped else "",
+             f"{len(result.unverified)} unverified" if result.unverified else "",
+             f"{len(result.failed) + len(result.refused)} failed" if not result.ok else "",
+             f"{len(result.deleted)} deleted" if result.deleted else "",
+             f"{len(result.extra)} extra kept" if result.extra and not result.deleted else ""]
+    noted = ", ".join(n for n in notes if n)
+    print(f"mirrored {fetched} files, {format_size(result.bytes_downloaded)} in {result.elapsed:.1f} s "
+          f"({format_size(rate)}/s){f'; {noted}' if noted else ''} into {result.dest}")
     for path, reason in {**result.refused, **result.failed}.items():
         console.print(f"mirror: {path}: {presign.scrub(reason)}", markup=False, highlight=False)
+    for path, reason in result.unverified.items():
+        console.print(f"mirror: {path}: unverified: {reason}", markup=False, highlight=False)
+    for path in [] if result.deleted else result.extra:
+        console.print(f"mirror: {path}: no longer listed; kept (use --delete to remove)", markup=False,
+                      highlight=False)
     if result.refused:
         return ExitCode.UNSAFE_CONTENT
     return ExitCode.TRANSFER_FAILED if result.failed else ExitCode.OK

@@ -87,6 +87,8 @@ class SyncSettings:
     page_size: int = 100  # MaxResults per CreateHubContentPresignedUrls page
     refresh_margin: float = 60.0  # renew a URL with less life left than this; 0 = only on 403
     retries: int = 8  # attempts per chunk on transient errors
+    require_verified: bool = False  # fail files that nothing can verify (e.g. SSE-KMS ETags)
+    delete: bool = False  # remove files under DEST that the content no longer lists
     aws: AwsSettings = field(default_factory=AwsSettings)
 
     def __post_init__(self) -> None:
@@ -163,6 +165,8 @@ _SYNC_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "page_size": ("page_size", lambda v, k: _expect(v, int, k)),
     "refresh_margin": ("refresh_margin", lambda v, k: float(_expect(v, (int, float), k))),
     "retries": ("retries", lambda v, k: _expect(v, int, k)),
+    "require_verified": ("require_verified", lambda v, k: _expect(v, bool, k)),
+    "delete": ("delete", lambda v, k: _expect(v, bool, k)),
 }
 _AWS_KEYS = ("region", "profile", "endpoint_url")
 

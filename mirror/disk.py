@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path, PurePosixPath
 
 from .errors import DiskError, UnsafeLocalPath
@@ -40,11 +41,11 @@ class PartFile:
         self._dest = dest
         self._fd: int | None = None
 
-    def open(self, size: int) -> None:
-        """Create the parents and the `.part` file, reserving `size` bytes."""
+    def open(self, size: int, *, resume: bool = False) -> None:
+        """Open the `.part` file: an existing one to resume, or a new one of `size` bytes."""
         try:
             _make_parents(self._dest, self.relative)
-            fd = os.open(self.part, _OPEN_FLAGS, 0o644)
+            fd = os.open(self.part, _OPEN_FLAGS | (0 if resume else os.O_TRUNC), 0o644)
         except OSError as exc:
             raise disk_error(exc, self.part) from exc
         self._fd = fd
@@ -66,27 +67,59 @@ class PartFile:
         except OSError as exc:
             raise disk_error(exc, self.part) from exc
 
+    def read_at(self, offset: int, count: int) -> bytes:
+        assert self._fd is not None, "open() first"
+        try:
+            return os.pread(self._fd, count, offset)
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
+
     def _write_rest(self, data: bytes, offset: int) -> None:
         view = memoryview(data)
         while view:
             n = os.pwrite(self._fd, view, offset)
             view, offset = view[n:], offset + n
 
-    def commit(self) -> None:
-        """fsync, close and rename `NAME.part` to `NAME`; then fsync the directory."""
+    def commit(self) -> int:
+        """fsync, close and rename `NAME.part` to `NAME`, fsync the directory; mtime_ns."""
         assert self._fd is not None, "open() first"
         try:
             os.fsync(self._fd)
             self.close()
             os.replace(self.part, self.final)
             _fsync_dir(self.final.parent)
+            return os.stat(self.final, follow_symlinks=False).st_mtime_ns
         except OSError as exc:
             raise disk_error(exc, self.final) from exc
+
+    def discard(self) -> None:
+        """Close and delete the `.part` file: its bytes are wrong or unwanted."""
+        self.close()
+        try:
+            os.unlink(self.part)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
+
+    def stats(self) -> tuple[os.stat_result | None, os.stat_result | None]:
+        """`lstat` of the final file and of the `.part` file (None where absent)."""
+        return _lstat(self.final), _lstat(self.part)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        result = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise disk_error(exc, path) from exc
+    return result if stat.S_ISREG(result.st_mode) else None
 
 
 def _make_parents(dest: Path, relative: PurePosixPath) -> None:

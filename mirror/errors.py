@@ -7,6 +7,8 @@
     │   ├── EulaRequired            gated content asked for without --accept-eula
     │   └── AccessDenied            AccessDeniedException, missing or bad credentials
     ├── DiskError                   the destination cannot be written (space, permission)
+    ├── DestinationBusy             another process holds DEST/.mirror/lock
+    ├── VerifyFailed                `mirror verify` found differences
     └── UnsafeLocalPath             the service sent a LocalPath that would escape DEST
 
 A file that fails after its retries is not an exception: `sync()` reports it in
@@ -34,6 +36,8 @@ class ExitCode(enum.IntEnum):
     TRANSFER_FAILED = 7  # some files failed; the others are complete
     DISK_ERROR = 8  # the destination could not be written
     UNSAFE_CONTENT = 9  # the service answered with a LocalPath or URL the mirror refuses
+    VERIFY_FAILED = 10  # `mirror verify` found files that differ, are missing or extra
+    BUSY = 11  # another mirror process holds the destination's lock
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 
@@ -78,6 +82,18 @@ class DiskError(MirrorError):
     """The destination cannot be written: no space, no permission, read-only."""
 
     exit_code = ExitCode.DISK_ERROR
+
+
+class DestinationBusy(MirrorError):
+    """Another mirror process is writing the same destination."""
+
+    exit_code = ExitCode.BUSY
+
+
+class VerifyFailed(MirrorError):
+    """`mirror verify` found files that differ from the manifest, are missing, or extra."""
+
+    exit_code = ExitCode.VERIFY_FAILED
 
 
 class UnsafeLocalPath(MirrorError):

@@ -14,6 +14,7 @@ from typing import Callable, Union
 class FileStarted:
     path: str  # relative to DEST
     size: int
+    resumed_bytes: int = 0  # already on disk from an earlier run
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,31 @@ class BytesWritten:
 class FileFinished:
     path: str
     size: int
+    verification: str  # how it was verified, or "unverified: why"
+
+
+@dataclass(frozen=True, slots=True)
+class FileSkipped:
+    """Verified by an earlier run and unchanged on the server: nothing downloaded."""
+
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRestarted:
+    """Starting the file again from zero (changed on the server, or a checksum mismatch)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraFile:
+    """A file under DEST the content no longer has; deleted only with --delete."""
+
+    path: str
+    deleted: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +81,8 @@ class PageListed:
     files: int
 
 
-Event = Union[FileStarted, BytesWritten, FileFinished, FileFailed, Retrying, UrlsRefreshed, PageListed]
+Event = Union[FileStarted, BytesWritten, FileFinished, FileSkipped, FileRestarted, FileFailed, Retrying,
+              UrlsRefreshed, PageListed, ExtraFile]
 Observer = Callable[[Event], None]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -60,6 +60,10 @@ class Body:
     etag: str | None
     response: aiohttp.ClientResponse
 
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.response.headers
+
     async def blocks(self) -> AsyncIterator[bytes]:
         """The body in blocks, raising `Transient` on a reset or a short body."""
         expected = self.end - self.start + 1
@@ -101,6 +105,24 @@ class RangeClient:
                                          allow_redirects=False) as response:
                 body = await _classify(response, url)
                 yield body
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise Transient(f"{type(exc).__name__} from {presign.describe(url)}") from None
+
+    async def unchanged(self, url: str, etag: str) -> bool:
+        """Whether the object still has `etag`: a conditional GET that moves no payload.
+
+        `If-None-Match` is evaluated before `Range`: a 304 proves the ETag is unchanged.
+        """
+        headers = {"Range": "bytes=0-0", "If-None-Match": f'"{etag}"'}
+        try:
+            async with self._session.get(URL(url, encoded=True), headers=headers, allow_redirects=False) as response:
+                if response.status == 304:
+                    return True
+                if response.status not in (200, 206):
+                    await _classify(response, url)  # raises the matching FetchError
+                return False  # left unread, the connection closes: at most one byte was asked for
+        except EmptyObject:
+            return False
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
             raise Transient(f"{type(exc).__name__} from {presign.describe(url)}") from None
 

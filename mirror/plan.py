@@ -1,4 +1,4 @@
-"""What to fetch: turn a page of `(Url, LocalPath)` into file jobs, and a file into ranges.
+"""What to fetch: file jobs from listed entries, what to do with each, and byte spans.
 
 Pure functions only; the order of work is the order of the listing, so the first page's
 files start first and URLs are used in the order they were issued.
@@ -6,12 +6,17 @@ files start first and URLs are used in the order they were issued.
 
 from __future__ import annotations
 
+import enum
+import os
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .paths import safe_relative_path
-from .presign import PresignedUrl
+
+if TYPE_CHECKING:
+    from .journal import FileRecord
+    from .presign import PresignedUrl
 
 
 class UrlLease(Protocol):
@@ -45,3 +50,61 @@ def file_job(local_path: str, url: UrlLease) -> FileJob:
 def spans(start: int, size: int, chunk_size: int) -> list[Span]:
     """Split bytes `start..size-1` into spans of `chunk_size` (the last one shorter)."""
     return [Span(offset, min(offset + chunk_size, size) - 1) for offset in range(start, size, chunk_size)]
+
+
+class Coverage:
+    """Which bytes of a file are on disk: merged, sorted, inclusive intervals."""
+
+    def __init__(self, spans: list[tuple[int, int]] | None = None) -> None:
+        self._intervals: list[list[int]] = []
+        for start, end in spans or []:
+            self.add(start, end)
+
+    def add(self, start: int, end: int) -> None:
+        if end < start:
+            return
+        merged = [start, end]
+        kept = []
+        for interval in self._intervals:
+            if interval[1] + 1 < merged[0] or merged[1] + 1 < interval[0]:
+                kept.append(interval)
+            else:
+                merged = [min(merged[0], interval[0]), max(merged[1], interval[1])]
+        kept.append(merged)
+        self._intervals = sorted(kept)
+
+    def prefix(self) -> int:
+        """How many bytes from offset 0 are contiguous on disk."""
+        if self._intervals and self._intervals[0][0] == 0:
+            return self._intervals[0][1] + 1
+        return 0
+
+    def missing(self, size: int, chunk_size: int) -> list[Span]:
+        """The gaps in `0..size-1`, cut into spans of at most `chunk_size`."""
+        gaps, position = [], 0
+        for start, end in self._intervals:
+            gaps += spans(position, min(start, size), chunk_size)
+            position = max(position, end + 1)
+        return gaps + spans(position, size, chunk_size)
+
+    def complete(self, size: int) -> bool:
+        return self.prefix() >= size
+
+
+class Action(enum.Enum):
+    FETCH = "fetch"  # nothing usable on disk: download from zero
+    RESUME = "resume"  # a `.part` and its recorded spans: fetch the gaps
+    PROBE = "probe"  # complete and untouched locally: ask the server whether it changed
+
+
+def decide(record: FileRecord | None, final_stat: os.stat_result | None, part_stat: os.stat_result | None) -> Action:
+    """What to do with one listed file, from the journal and what is on disk."""
+    if record is None:
+        return Action.FETCH
+    if record.state == "complete":
+        untouched = final_stat is not None and final_stat.st_size == record.size \
+            and final_stat.st_mtime_ns == record.mtime_ns
+        return Action.PROBE if untouched else Action.FETCH
+    if part_stat is not None and part_stat.st_size == record.size:
+        return Action.RESUME
+    return Action.FETCH

@@ -37,12 +37,15 @@ class RichProgress:
         match event:
             case events.BytesWritten(count=count):
                 self._progress.advance(self._task, count)
-            case events.FileStarted(size=size):
+            case events.FileStarted(size=size, resumed_bytes=resumed):
                 self._sized += size
-                self._progress.update(self._task, total=self._sized)
-            case events.FileFinished():
+                self._progress.update(self._task, total=self._sized, advance=resumed)
+            case events.FileFinished() | events.FileSkipped():
                 self._done += 1
                 self._show_files()
+            case events.FileRestarted(path=path, reason=reason):
+                self._progress.console.print(f"[yellow]restarting[/] {path}: {reason}", markup=True,
+                                             highlight=False)
             case events.FileFailed(path=path, reason=reason):
                 self._failed += 1
                 self._progress.console.print(f"[red]failed[/] {path}: {reason}")

@@ -1,4 +1,4 @@
-"""`sync()`: one mirror job, from the first page request to the last rename.
+"""`sync()` and `verify()`: one mirror job, from the first page request to the manifest.
 
     hub.pages() ──► plan.file_job() ──► [stream, no buffer] ──► transfer.Pool
 
@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import collections
 import functools
+import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import ObjectSendStream
 
 from . import events, plan
 from .config import SyncSettings
-from .disk import prepare_destination
+from .disk import disk_error, prepare_destination
 from .errors import MirrorError, UnsafeLocalPath
 from .http import RangeClient
 from .hub import ContentRef, HubClient, Page
+from .journal import DestinationLock, Journal
+from .manifest import VerifyReport, check_file, files_on_disk, read_manifest, write_manifest
+from .paths import PART_SUFFIX
 from .transfer import Pool
 
 
@@ -33,9 +40,13 @@ class SyncResult:
     """What one `sync()` did."""
 
     dest: Path
-    completed: dict[str, int]  # path below DEST -> size
+    completed: dict[str, int]  # path below DEST -> size: fetched, or verified earlier and unchanged
     failed: dict[str, str] = field(default_factory=dict)  # path -> reason
     refused: dict[str, str] = field(default_factory=dict)  # LocalPath -> why it is unsafe
+    skipped: list[str] = field(default_factory=list)  # unchanged since the last run: not downloaded
+    unverified: dict[str, str] = field(default_factory=dict)  # path -> why nothing could verify it
+    extra: list[str] = field(default_factory=list)  # under DEST but no longer listed
+    deleted: list[str] = field(default_factory=list)  # extra files removed (--delete)
     bytes_downloaded: int = 0
     elapsed: float = 0.0
 
@@ -48,18 +59,101 @@ async def sync(settings: SyncSettings, *, observer: events.Observer = events.ign
     """Mirror one hub content version into `settings.dest`. Raises `MirrorError`s."""
     started = time.monotonic()
     dest = await anyio.to_thread.run_sync(prepare_destination, settings.dest)
-    producer = _Producer(ContentRef.of(settings), settings.page_size)
-    async with HubClient.open(settings.aws, observer) as hub, \
-            RangeClient.open(connections=settings.concurrency) as client:
-        pool = Pool(settings, dest, client, observer)
-        send, receive = anyio.create_memory_object_stream[plan.FileJob](0)
+    async with _locked_journal(dest) as journal:
+        records = await anyio.to_thread.run_sync(journal.records)
+        producer = _Producer(ContentRef.of(settings), settings.page_size)
+        async with HubClient.open(settings.aws, observer) as hub, \
+                RangeClient.open(connections=settings.concurrency) as client:
+            pool = Pool(settings, dest, client, journal, records, observer)
+            send, receive = anyio.create_memory_object_stream[plan.FileJob](0)
+            async with anyio.create_task_group() as group:
+                group.start_soon(producer.run, hub, send, pool)
+                await pool.run(receive)
+        await anyio.to_thread.run_sync(_write_manifest, dest, settings, journal, producer.listed)
+        if producer.error is not None:
+            raise producer.error  # never judge extras against an incomplete listing
+        extra = await anyio.to_thread.run_sync(_extra_files, dest, producer.listed)
+        deleted = await anyio.to_thread.run_sync(_delete, dest, extra, journal) if settings.delete else []
+    for path in extra:
+        observer(events.ExtraFile(path, deleted=path in deleted))
+    outcome = pool.result
+    return SyncResult(dest, outcome.completed, outcome.failures, producer.refused, outcome.skipped,
+                      outcome.unverified, extra, deleted, outcome.bytes_written, time.monotonic() - started)
+
+
+async def verify(dest: Path, *, observer: events.Observer = events.ignore) -> VerifyReport:
+    """Re-hash every file under DEST against its manifest: what differs, is missing, is extra."""
+    dest = dest.resolve()
+    report = VerifyReport()
+    async with _locked_journal(dest):
+        document = await anyio.to_thread.run_sync(read_manifest, dest)
+        entries: dict[str, Any] = document["files"]
+        limiter = anyio.CapacityLimiter(4)
+
+        async def check(path: str) -> None:
+            problem = await anyio.to_thread.run_sync(check_file, dest, path, entries[path], limiter=limiter)
+            report.checked += 1
+            if problem == "missing":
+                report.missing.append(path)
+            elif problem is not None:
+                report.differs[path] = problem
+
         async with anyio.create_task_group() as group:
-            group.start_soon(producer.run, hub, send, pool)
-            await pool.run(receive)
-    if producer.error is not None:
-        raise producer.error
-    return SyncResult(dest, pool.result.completed, pool.result.failures, producer.refused,
-                      pool.result.bytes_written, time.monotonic() - started)
+            for path in entries:
+                group.start_soon(check, path)
+        on_disk = await anyio.to_thread.run_sync(files_on_disk, dest)
+    report.extra = sorted(on_disk - set(entries))
+    report.missing.sort()
+    return report
+
+
+@asynccontextmanager
+async def _locked_journal(dest: Path) -> AsyncIterator[Journal]:
+    lock = DestinationLock(dest)
+    await anyio.to_thread.run_sync(lock.acquire)
+    try:
+        journal = await anyio.to_thread.run_sync(Journal.open, dest)
+        try:
+            yield journal
+        finally:
+            await anyio.to_thread.run_sync(journal.close)
+    finally:
+        lock.release()
+
+
+def _write_manifest(dest: Path, settings: SyncSettings, journal: Journal, listed: set[str]) -> None:
+    content = {"hub": settings.hub, "type": settings.content_type, "name": settings.name,
+               "version": settings.version}
+    records = journal.records()
+    write_manifest(dest, content, [r for path, r in records.items() if path in listed and r.state == "complete"])
+
+
+def _extra_files(dest: Path, listed: set[str]) -> list[str]:
+    """Files under DEST that the listing does not name (a listed file's `.part` is kept)."""
+    keep = listed | {path + PART_SUFFIX for path in listed}
+    return sorted(files_on_disk(dest) - keep)
+
+
+def _delete(dest: Path, extra: list[str], journal: Journal) -> list[str]:
+    """Remove extra files (links themselves, never their targets) and emptied folders."""
+    for path in extra:
+        target = dest / path
+        try:
+            os.unlink(target)
+        except OSError as exc:
+            raise disk_error(exc, target) from exc
+        journal.forget(path)
+        _remove_empty_parents(dest, target.parent)
+    return extra
+
+
+def _remove_empty_parents(dest: Path, directory: Path) -> None:
+    while directory != dest and directory.is_relative_to(dest):
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # not empty (or not ours to remove): stop here
+        directory = directory.parent
 
 
 def sync_blocking(settings: SyncSettings, *, observer: events.Observer = events.ignore) -> SyncResult:
@@ -83,7 +177,7 @@ class _Producer:
         self.page_size = page_size
         self.error: MirrorError | None = None
         self.refused: dict[str, str] = {}
-        self._seen: set[str] = set()
+        self.listed: set[str] = set()  # paths below DEST of every accepted entry
 
     async def run(self, hub: HubClient, send: ObjectSendStream[plan.FileJob], pool: Pool) -> None:
         async with send:
@@ -112,10 +206,10 @@ class _Producer:
             self._refuse(local_path, str(exc), pool)
             return None
         key = job.relative.as_posix()
-        if key in self._seen:
+        if key in self.listed:
             self._refuse(local_path, f"refused LocalPath {local_path!r}: listed twice", pool)
             return None
-        self._seen.add(key)
+        self.listed.add(key)
         return job
 
     def _refuse(self, local_path: str, reason: str, pool: Pool) -> None:

@@ -1,37 +1,42 @@
-"""The bounded worker pool: ranged, streaming GETs written at their offsets.
+"""The bounded worker pool: ranged, streaming GETs written at their offsets, verified.
 
 Shape (all tasks owned by task groups; nothing is fire-and-forget):
 
     jobs stream ──► file worker × concurrency ──► FileDownload
-                                                   ├─ head GET 0..chunk-1 (learns size, ETag)
-                                                   └─ pullers × min(concurrency, spans left)
-                                                      each GET holds one connection slot
+                                                   ├─ first GET (learns size, ETag, checks)
+                                                   ├─ pullers × min(concurrency, spans left)
+                                                   │    each GET holds one connection slot
+                                                   └─ hasher: reads the written prefix back
+                                                        from the page cache and hashes it
 
 Every HTTP request holds one of `concurrency` slots (a CapacityLimiter), so one huge file
-can use every connection while many small files keep them all busy. The scheduler (the
-pool) decides what runs and when; `FileDownload` decides how one file is fetched.
+can use every connection while many small files keep them all busy. The pool decides what
+runs and when; `FileDownload` decides how one file is fetched, checked and committed.
 """
 
 from __future__ import annotations
 
-import collections
+import functools
 import random
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from . import events, http, plan
+from . import events, http, integrity, plan
 from .config import SyncSettings
 from .disk import PartFile
 from .errors import MirrorError
+from .journal import FileRecord, Journal
 from .presign import PresignedUrl
 
 WRITE_SIZE = 1 << 20  # gather this much before one positional write
-MAX_RENEWALS = 10  # URL renewals for one span in a row before calling the clock wrong
+MAX_RENEWALS = 10  # URL renewals for one request in a row before calling the clock wrong
+MAX_DOWNLOADS = 3  # whole-file downloads (after a checksum mismatch or a change) before failing
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +51,43 @@ class Backoff:
         return self.rng() * min(self.cap, self.base * 2 ** attempt)
 
 
+class Unverified(MirrorError):
+    """A file with nothing to verify against, while --require-verified is set."""
+
+
+class Restart(Exception):
+    """Start the file again from zero: the object changed or its bytes did not verify."""
+
+
+_EXPECTED_FAILURES = (http.FetchError, MirrorError, Restart)
+
+
+async def _first_failure(*tasks: Callable[[], Awaitable[None]]) -> None:
+    """Run tasks together; the first failure cancels the others and is raised as it is."""
+    failure: BaseException | None = None
+
+    async def guarded(task: Callable[[], Awaitable[None]]) -> None:
+        nonlocal failure
+        try:
+            await task()
+        except _EXPECTED_FAILURES as exc:
+            failure = failure or exc
+            group.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        for task in tasks:
+            group.start_soon(guarded, task)
+    if failure is not None:
+        raise failure
+
+
 @dataclass(slots=True)
 class _Cursor:
     """The part of a span still to be written: `pos..end` inclusive."""
 
     pos: int
     end: int
-    greedy: bool = False  # the head span: keep whatever extra bytes a 200 answer brings
+    greedy: bool = False  # the first span: keep whatever extra bytes a 200 answer brings
 
     @property
     def done(self) -> bool:
@@ -61,7 +96,9 @@ class _Cursor:
 
 @dataclass(slots=True)
 class PoolResult:
-    completed: dict[str, int] = field(default_factory=dict)  # path -> size
+    completed: dict[str, int] = field(default_factory=dict)  # path -> size (fetched or unchanged)
+    skipped: list[str] = field(default_factory=list)  # unchanged since the last run
+    unverified: dict[str, str] = field(default_factory=dict)  # path -> why
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
     bytes_written: int = 0
 
@@ -69,12 +106,14 @@ class PoolResult:
 class Pool:
     """Runs file jobs from a stream until it ends; one file's failure never stops others."""
 
-    def __init__(self, settings: SyncSettings, dest: Path, client: http.RangeClient,
-                 observer: events.Observer = events.ignore, *, backoff: Backoff = Backoff(),
-                 sleep: Callable[[float], Awaitable[Any]] = anyio.sleep) -> None:
+    def __init__(self, settings: SyncSettings, dest: Path, client: http.RangeClient, journal: Journal,
+                 records: dict[str, FileRecord], observer: events.Observer = events.ignore, *,
+                 backoff: Backoff = Backoff(), sleep: Callable[[float], Awaitable[Any]] = anyio.sleep) -> None:
         self.settings = settings
         self.dest = dest
         self.client = client
+        self.journal = journal
+        self.records = records
         self.backoff = backoff
         self.sleep = sleep
         self.result = PoolResult()
@@ -93,6 +132,10 @@ class Pool:
                 "files_completed": len(self.result.completed),
                 "files_failed": len(self.result.failures)}
 
+    async def blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """Run disk, hashing or journal work in a worker thread."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self.disk)
+
     async def run(self, jobs: ObjectReceiveStream[plan.FileJob]) -> PoolResult:
         async with jobs, anyio.create_task_group() as group:
             for _ in range(self.settings.concurrency):
@@ -107,12 +150,9 @@ class Pool:
     async def _download(self, job: plan.FileJob) -> None:
         path = job.relative.as_posix()
         try:
-            size = await FileDownload(self, job).run()
+            await FileDownload(self, job).run()
         except (http.FetchError, MirrorError) as exc:
             self.record_failure(path, str(exc))
-            return
-        self.result.completed[path] = size
-        self.emit(events.FileFinished(path, size))
 
     def record_failure(self, path: str, reason: str) -> None:
         self.result.failures[path] = reason
@@ -120,60 +160,120 @@ class Pool:
 
 
 class FileDownload:
-    """One file: head request, then the remaining spans in parallel, then commit."""
+    """One file: decide, fetch (or resume), verify while fetching, commit or start again."""
 
     def __init__(self, pool: Pool, job: plan.FileJob) -> None:
         self.pool = pool
         self.job = job
         self.path = job.relative.as_posix()
         self.part = PartFile(pool.dest, job.relative)
+        self.record = pool.records.get(self.path)
         self.size: int | None = None
         self.etag: str | None = None
+        self.expectation: integrity.Expectation | None = None
+        self.coverage = plan.Coverage()
+        self._progress = anyio.Event()
 
-    async def run(self) -> int:
-        try:
-            head = _Cursor(0, self.pool.settings.chunk_size - 1, greedy=True)
-            await self._fill(head)
-            assert self.size is not None
-            await self._fill_all(collections.deque(plan.spans(head.end + 1, self.size, self.pool.settings.chunk_size)))
-            await self._blocking(self.part.commit)
-        finally:
-            await self._blocking(self.part.close)
-        return self.size
+    async def run(self) -> None:
+        final_stat, part_stat = await self.pool.blocking(self.part.stats)
+        action = plan.decide(self.record, final_stat, part_stat)
+        if action is plan.Action.PROBE and await self._unchanged():
+            self.pool.result.completed[self.path] = self.record.size
+            self.pool.result.skipped.append(self.path)
+            self.pool.emit(events.FileSkipped(self.path, self.record.size))
+            return
+        if action is plan.Action.PROBE:
+            self.pool.emit(events.FileRestarted(self.path, "changed on the server since the last run"))
+        await self._fetch_verified(resume=action is plan.Action.RESUME)
 
-    async def _fill_all(self, spans: collections.deque[plan.Span]) -> None:
+    async def _fetch_verified(self, *, resume: bool) -> None:
+        for download in range(1, MAX_DOWNLOADS + 1):
+            try:
+                verdict = await self._fetch(resume=resume and download == 1)
+                if verdict.ok is False:
+                    raise Restart(f"checksum mismatch: {verdict.detail}")
+                await self._commit(verdict)
+                return
+            except Restart as why:
+                await self._forget()
+                if download == MAX_DOWNLOADS:
+                    raise http.Refused(f"{why} (after {MAX_DOWNLOADS} downloads)") from None
+                self.pool.emit(events.FileRestarted(self.path, str(why)))
+            finally:
+                await self.pool.blocking(self.part.close)
+
+    async def _fetch(self, *, resume: bool) -> integrity.Verdict:
+        """Fill the `.part` file and hash it; the verdict of the hash."""
+        chunk = self.pool.settings.chunk_size
+        if resume:
+            await self._resume()
+        else:
+            await self._fill(_Cursor(0, chunk - 1, greedy=True))
+        assert self.size is not None and self.expectation is not None
+        hasher = integrity.FileHasher(self.expectation)
+        spans = self.coverage.missing(self.size, chunk)
+        await _first_failure(functools.partial(self._hash_along, hasher), functools.partial(self._fill_all, spans))
+        verdict = hasher.verdict()
+        if verdict.ok is False and len(self.expectation.part_sizes) > 1:
+            other = await self.pool.blocking(integrity.verify_other_part_sizes, self.part.read_at, self.size,
+                                             self.expectation)
+            verdict = other or verdict
+        return verdict
+
+    async def _resume(self) -> None:
+        record = self.record
+        assert record is not None
+        self.size, self.etag = record.size, record.etag
+        self.expectation = integrity.Expectation.from_json(record.expect) if record.expect \
+            else integrity.expectation_for(record.size, record.etag, {})
+        self.coverage = plan.Coverage(await self.pool.blocking(self.pool.journal.spans, self.path))
+        await self.pool.blocking(self.part.open, record.size, True)
+        self.pool.emit(events.FileStarted(self.path, record.size, resumed_bytes=self.coverage.prefix()))
+
+    async def _unchanged(self) -> bool:
+        """Whether the object still has the ETag recorded when it was last fetched."""
+        record = self.record
+        assert record is not None and record.etag is not None
+
+        async def probe(url: PresignedUrl) -> bool:
+            async with self.pool.slots:
+                return await self.pool.client.unchanged(url.url, record.etag)
+
+        return await self._retrying(probe)
+
+    # --- fetching ---------------------------------------------------------------------------
+
+    async def _fill_all(self, spans: list[plan.Span]) -> None:
         """Pull spans with up to `concurrency` tasks; the first failure cancels the rest."""
-        failure: BaseException | None = None
+        queue = iter(spans)
 
         async def pull() -> None:
-            nonlocal failure
-            try:
-                while spans:
-                    span = spans.popleft()
-                    await self._fill(_Cursor(span.start, span.end))
-            except (http.FetchError, MirrorError) as exc:
-                failure = failure or exc
-                group.cancel_scope.cancel()
+            for span in queue:
+                await self._fill(_Cursor(span.start, span.end))
 
-        async with anyio.create_task_group() as group:
-            for _ in range(min(len(spans), self.pool.settings.concurrency)):
-                group.start_soon(pull)
-        if failure is not None:
-            raise failure
+        await _first_failure(*[pull] * min(len(spans), self.pool.settings.concurrency))
 
     async def _fill(self, cursor: _Cursor) -> None:
-        """Write `cursor` completely, retrying transient faults and renewing expired URLs."""
+        """Write `cursor` completely, then record it in the journal."""
+        start = cursor.pos
+        await self._retrying(lambda url: self._request(url, cursor))
+        if self.size and not self.coverage.complete(self.size):
+            await self.pool.blocking(self.pool.journal.add_span, self.path, start, cursor.end)
+
+    async def _retrying(self, attempt: Callable[[PresignedUrl], Awaitable[T]]) -> T:
+        """Run one request, retrying transient faults and renewing expired URLs."""
         failures = renewals = 0
-        while not cursor.done:
+        while True:
             url = await self.job.url.fresh(self.pool.settings.refresh_margin)
             try:
-                await self._request(url, cursor)
-                renewals = 0
+                return await attempt(url)
             except http.UrlExpired:
                 renewals += 1
                 if renewals > MAX_RENEWALS:
                     raise http.Refused("every renewed URL had already expired: check the system clock") from None
                 await self.job.url.renew(url)
+            except http.ObjectChanged as exc:
+                raise Restart(str(exc)) from None
             except http.Transient as exc:
                 failures += 1
                 if failures > self.pool.settings.retries:
@@ -187,26 +287,32 @@ class FileDownload:
                     await self._accept(body, cursor)
                     await self._copy(body, cursor)
             except http.EmptyObject:
-                await self._learn(0, None)
+                if self.size is None:
+                    await self._learn(0, None, {})
+                elif self.size != 0:
+                    raise Restart(f"the object is now empty (was {self.size} bytes)") from None
                 cursor.end = -1
 
     async def _accept(self, body: http.Body, cursor: _Cursor) -> None:
         """Check an answer against what was asked and what earlier answers said."""
         if self.size is None:
-            await self._learn(body.total, body.etag)
+            await self._learn(body.total, body.etag, body.headers)
             cursor.end = min(cursor.end, body.total - 1)
         elif body.total != self.size:
-            raise http.ObjectChanged(f"size changed from {self.size} to {body.total} bytes")
+            raise Restart(f"the object changed size from {self.size} to {body.total} bytes")
         elif body.etag and self.etag and body.etag != self.etag:
-            raise http.ObjectChanged(f"ETag changed from {self.etag} to {body.etag}")
+            raise Restart(f"the object's ETag changed from {self.etag} to {body.etag}")
         if cursor.greedy:
             cursor.end = max(cursor.end, body.end)
         if body.start > cursor.pos or body.end < cursor.end:
             raise http.Transient(f"asked for bytes {cursor.pos}-{cursor.end}, got {body.start}-{body.end}")
 
-    async def _learn(self, size: int, etag: str | None) -> None:
+    async def _learn(self, size: int, etag: str | None, headers: Any) -> None:
+        """The first answer of a fresh download: open the `.part` and journal the file."""
         self.size, self.etag = size, etag
-        await self._blocking(self.part.open, size)
+        self.expectation = integrity.expectation_for(size, etag, headers)
+        await self.pool.blocking(self.part.open, size)
+        await self.pool.blocking(self.pool.journal.start, self.path, size, etag, self.expectation.to_json())
         self.pool.emit(events.FileStarted(self.path, size))
 
     async def _copy(self, body: http.Body, cursor: _Cursor) -> None:
@@ -235,8 +341,10 @@ class FileDownload:
     async def _write(self, blocks: list[bytes], cursor: _Cursor) -> None:
         size = sum(map(len, blocks))
         if size:
-            await self._blocking(self.part.write_at, blocks, cursor.pos)
+            await self.pool.blocking(self.part.write_at, blocks, cursor.pos)
+            self.coverage.add(cursor.pos, cursor.pos + size - 1)
             cursor.pos += size
+            self._progress.set()
             self.pool.emit(events.BytesWritten(self.path, size))
 
     async def _back_off(self, attempt: int, reason: str) -> None:
@@ -244,5 +352,42 @@ class FileDownload:
         self.pool.emit(events.Retrying(self.path, reason, attempt, delay))
         await self.pool.sleep(delay)
 
-    async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(function, *args, limiter=self.pool.disk)
+    # --- verifying and committing ------------------------------------------------------------
+
+    async def _hash_along(self, hasher: integrity.FileHasher) -> None:
+        """Hash the file front to back as its contiguous written prefix grows."""
+        assert self.size is not None
+        while hasher.position < self.size:
+            progressed = self._progress = anyio.Event()
+            frontier = self.coverage.prefix()
+            if frontier > hasher.position:
+                await self.pool.blocking(self._hash_to, hasher, frontier)
+            else:
+                await progressed.wait()
+
+    def _hash_to(self, hasher: integrity.FileHasher, frontier: int) -> None:
+        while hasher.position < frontier:
+            count = min(integrity.READ_SIZE, frontier - hasher.position)
+            hasher.update(self.part.read_at(hasher.position, count))
+
+    async def _commit(self, verdict: integrity.Verdict) -> None:
+        assert self.size is not None
+        if verdict.ok is None and self.pool.settings.require_verified:
+            await self._forget()
+            raise Unverified(f"unverified ({verdict.detail}) and --require-verified is set")
+        mtime_ns = await self.pool.blocking(self.part.commit)
+        await self.pool.blocking(lambda: self.pool.journal.complete(
+            self.path, verified=verdict.ok, method=verdict.method, detail=verdict.detail,
+            sha256=verdict.sha256, mtime_ns=mtime_ns))
+        self.pool.result.completed[self.path] = self.size
+        if verdict.ok is None:
+            self.pool.result.unverified[self.path] = verdict.detail
+        self.pool.emit(events.FileFinished(self.path, self.size, verdict.method if verdict.ok else
+                                           f"unverified: {verdict.detail}"))
+
+    async def _forget(self) -> None:
+        """Drop the `.part` and its journal entry; the next download starts from zero."""
+        await self.pool.blocking(self.part.discard)
+        await self.pool.blocking(self.pool.journal.forget, self.path)
+        self.size = self.etag = self.expectation = None
+        self.coverage = plan.Coverage()

@@ -3,9 +3,9 @@ import mirror
 
 def test_public_names_are_exactly_these():
     assert sorted(mirror.__all__) == sorted([
-        "AccessDenied", "AwsSettings", "ContentNotFound", "DiskError", "EulaRequired", "ExitCode", "HubError",
+        "AccessDenied", "AwsSettings", "ContentNotFound", "DestinationBusy", "DiskError", "EulaRequired", "ExitCode", "HubError",
         "MirrorError", "StudioUrlSettings", "SyncResult", "SyncSettings", "UnsafeLocalPath",
-        "UsageError", "__version__", "sync", "sync_blocking",
+        "UsageError", "VerifyFailed", "VerifyReport", "__version__", "sync", "sync_blocking", "verify",
     ])
     for name in mirror.__all__:
         assert hasattr(mirror, name), name

@@ -1,13 +1,15 @@
 """What the emulator serves: `ROOT/<content-name>/<version>/<files...>`.
 
 LocalPath is `/` + the file's path below the version folder. An optional
-`ROOT/<content-name>/content.json` describes the content: `{"type": "Model", "gated": true}`.
+`ROOT/<content-name>/content.json` describes the content:
+`{"type": "Model", "gated": true, "kms": true}` (kms: served as SSE-KMS, opaque ETags).
 ETags follow S3's rules: MD5 of the bytes for single-part objects, and for objects above
 the part size `md5(concat(md5(part_i)))-N`, as a multipart upload with that part size makes.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -28,7 +30,11 @@ def version_key(version: str) -> tuple[int, ...]:
 class HubObject:
     local_path: str  # "/a/b.bin"
     file: Path
-    size: int
+    kms: bool = False  # served as SSE-KMS: an ETag that is not an MD5
+
+    @property
+    def size(self) -> int:  # read each time: tests change files while the emulator runs
+        return self.file.stat().st_size
 
 
 @dataclass(slots=True)
@@ -36,6 +42,7 @@ class HubContent:
     name: str
     content_type: str
     gated: bool
+    kms: bool = False
     versions: dict[str, list[HubObject]] = field(default_factory=dict)
 
     @property
@@ -50,7 +57,7 @@ class Catalog:
         self.root = root
         self.part_size = part_size
         self.contents = {c.name: c for c in _scan(root)}
-        self._etags: dict[Path, str] = {}
+        self._etags: dict[tuple[Path, int, int], str] = {}
         self._etag_lock = threading.Lock()
 
     def find(self, name: str, version: str, local_path: str) -> HubObject | None:
@@ -59,14 +66,28 @@ class Catalog:
         return next((o for o in objects if o.local_path == local_path), None)
 
     def etag(self, obj: HubObject) -> str:
-        """S3's ETag for the object (no quotes); hashed once, in the calling thread."""
+        """S3's ETag for the object (no quotes); hashed once per version of the file."""
+        stat = obj.file.stat()
+        key = (obj.file, stat.st_size, stat.st_mtime_ns)
         with self._etag_lock:
-            cached = self._etags.get(obj.file)
+            cached = self._etags.get(key)
         if cached is None:
             cached = s3_etag(obj.file, self.part_size)
+            if obj.kms:  # SSE-KMS ETags are opaque: anything but the MD5 of the bytes
+                cached = hashlib.md5(f"kms:{cached}".encode()).hexdigest()
             with self._etag_lock:
-                self._etags[obj.file] = cached
+                self._etags[key] = cached
         return cached
+
+    def checksum(self, obj: HubObject, name: str) -> str:
+        """The full-object `x-amz-checksum-<name>` value (base64) of the object."""
+        from ..integrity import algorithm
+
+        digest = algorithm(name)()
+        with obj.file.open("rb") as handle:
+            while block := handle.read(_HASH_BLOCK):
+                digest.update(block)
+        return base64.b64encode(digest.digest()).decode()
 
 
 def s3_etag(path: Path, part_size: int | None) -> str:
@@ -106,10 +127,11 @@ def _scan(root: Path) -> list[HubContent]:
     contents = []
     for content_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         meta = _read_meta(content_dir / "content.json")
-        content = HubContent(content_dir.name, meta.get("type", "Model"), bool(meta.get("gated", False)))
+        content = HubContent(content_dir.name, meta.get("type", "Model"), bool(meta.get("gated", False)),
+                             bool(meta.get("kms", False)))
         for version_dir in sorted(p for p in content_dir.iterdir() if p.is_dir()):
             if _VERSION_DIR.fullmatch(version_dir.name):
-                content.versions[version_dir.name] = _objects(version_dir)
+                content.versions[version_dir.name] = _objects(version_dir, content.kms)
         if content.versions:
             contents.append(content)
     return contents
@@ -119,16 +141,16 @@ def _read_meta(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _objects(version_dir: Path) -> list[HubObject]:
+def _objects(version_dir: Path, kms: bool) -> list[HubObject]:
     files = sorted(p for p in version_dir.rglob("*") if p.is_file())
-    return [HubObject("/" + p.relative_to(version_dir).as_posix(), p, p.stat().st_size) for p in files]
+    return [HubObject("/" + p.relative_to(version_dir).as_posix(), p, kms) for p in files]
 
 
 # --- synthetic content ------------------------------------------------------------------
 
 
 def write_synthetic(root: Path, name: str, version: str, files: dict[str, int], *, seed: int = 0,
-                    gated: bool = False) -> Path:
+                    gated: bool = False, kms: bool = False) -> Path:
     """Write seeded pseudo-random files `{relative path: size}` as one content version."""
     version_dir = root / name / version
     rng = random.Random(seed)
@@ -141,6 +163,6 @@ def write_synthetic(root: Path, name: str, version: str, files: dict[str, int], 
                 block = min(remaining, 4 << 20)
                 handle.write(rng.randbytes(block))
                 remaining -= block
-    if gated:
-        (root / name / "content.json").write_text(json.dumps({"type": "Model", "gated": True}))
+    if gated or kms:
+        (root / name / "content.json").write_text(json.dumps({"type": "Model", "gated": gated, "kms": kms}))
     return version_dir

@@ -30,7 +30,9 @@ FAULTS = {
     "internal": "500 InternalError instead of the object",
     "reset": "the connection closes after half the body",
     "ignore-range": "200 with the whole object instead of 206 with the range",
+    "flip": "one byte of the body is flipped (headers stay right)",
 }
+CHECKSUMS = ("sha256", "sha1", "crc32", "crc32c", "crc64nvme")
 _SEND_SLICE = 64 * 1024
 
 
@@ -49,6 +51,7 @@ class EmulatorSettings:
     seed: int = 0
     faults: dict[str, float] = field(default_factory=dict)  # fault name -> rate, see FAULTS
     local_path_rewrites: dict[str, str] = field(default_factory=dict)  # true LocalPath -> one to report
+    checksum: str | None = None  # send a full-object x-amz-checksum-<this> header
     hubs: tuple[str, ...] = ("SageMakerPublicHub",)
     studio_users: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"d-emulator0000": ("default-user",)}
@@ -83,6 +86,8 @@ class Emulator:
         unknown = set(settings.faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+        if settings.checksum not in (None, *CHECKSUMS):
+            raise ValueError(f"unknown checksum {settings.checksum!r}; known: {CHECKSUMS}")
 
     def _fault(self, name: str) -> bool:
         rate = self.settings.faults.get(name, 0.0)
@@ -148,33 +153,45 @@ class Emulator:
 
     async def _serve(self, request: web.Request, obj: HubObject) -> web.StreamResponse:
         etag = await anyio.to_thread.run_sync(self.catalog.etag, obj)
-        if_match = request.headers.get("If-Match")
-        if if_match is not None and if_match.strip().strip('"') != etag:
-            raise signing.S3Refusal(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
-        span = None if self._fault("ignore-range") else parse_range(request.headers.get("Range"), obj.size)
-        headers = {"ETag": f'"{etag}"', "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        headers = await self._object_headers(obj, etag)
+        _check_preconditions(request, etag)
+        if request.headers.get("If-None-Match", "").strip().strip('"') == etag:
+            return web.Response(status=304, headers=headers)
+        size = obj.size
+        span = None if self._fault("ignore-range") else parse_range(request.headers.get("Range"), size)
         if span is None:
-            start, length, status = 0, obj.size, 200
+            start, length, status = 0, size, 200
         else:
             start, end = span
-            start, length, status = start, end - start + 1, 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{obj.size}"
+            length, status = end - start + 1, 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         headers["Content-Length"] = str(length)
         response = web.StreamResponse(status=status, headers=headers)
         await response.prepare(request)
-        if self._fault("reset"):
-            with obj.file.open("rb") as handle:
-                await self._send_throttled(response, handle, start, length // 2)
-            request.transport.close()
-            return response
         await self._send_body(request, response, obj.file, start, length)
         return response
+
+    async def _object_headers(self, obj: HubObject, etag: str) -> dict[str, str]:
+        headers = {"ETag": f'"{etag}"', "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        if obj.kms:
+            headers["x-amz-server-side-encryption"] = "aws:kms"
+        if self.settings.checksum:
+            name = self.settings.checksum
+            headers[f"x-amz-checksum-{name}"] = await anyio.to_thread.run_sync(self.catalog.checksum, obj, name)
+            headers["x-amz-checksum-type"] = "FULL_OBJECT"
+        return headers
 
     async def _send_body(self, request: web.Request, response: web.StreamResponse, file: Path,
                          start: int, length: int) -> None:
         with file.open("rb") as handle:
-            if self.settings.conn_rate:
-                await self._send_throttled(response, handle, start, length)
+            if self._fault("reset"):
+                await self._send_copy(response, handle, start, length // 2)
+                request.transport.close()
+                return
+            if self._fault("flip") and length:
+                await self._send_copy(response, handle, start, length, flip_at=self._rng.randrange(length))
+            elif self.settings.conn_rate:
+                await self._send_copy(response, handle, start, length)
             else:
                 await self._send_file(request, response, handle, start, length)
         await response.write_eof()
@@ -187,11 +204,13 @@ class Emulator:
         try:
             sent = await asyncio.get_running_loop().sendfile(transport, handle, start, length)
         except NotImplementedError:  # e.g. uvloop transports: copy instead
-            await self._send_throttled(response, handle, start, length)
+            await self._send_copy(response, handle, start, length)
             return
         self.stats.bytes_served += sent
 
-    async def _send_throttled(self, response: web.StreamResponse, handle, start: int, length: int) -> None:
+    async def _send_copy(self, response: web.StreamResponse, handle, start: int, length: int,
+                         flip_at: int | None = None) -> None:
+        """Copy through Python: paced to --conn-rate, or with one byte flipped."""
         rate = self.settings.conn_rate
         handle.seek(start)
         remaining = length
@@ -200,11 +219,20 @@ class Emulator:
             block = handle.read(min(slice_size, remaining))
             if not block:
                 raise ConnectionResetError("object shrank while being served")
+            if flip_at is not None and 0 <= flip_at < len(block):
+                block = block[:flip_at] + bytes([block[flip_at] ^ 0xFF]) + block[flip_at + 1:]
+            flip_at = None if flip_at is None else flip_at - len(block)
             await response.write(block)
             self.stats.bytes_served += len(block)
             remaining -= len(block)
             if rate:
                 await anyio.sleep(len(block) / rate)
+
+
+def _check_preconditions(request: web.Request, etag: str) -> None:
+    if_match = request.headers.get("If-Match")
+    if if_match is not None and if_match.strip().strip('"') != etag:
+        raise signing.S3Refusal(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -115,7 +115,7 @@ async def test_hostile_local_paths_are_refused_and_nothing_escapes(emulator_fact
     assert set(result.refused) == set(rewrites.values())
     assert set(result.completed) == {n for n in SMALL_MODEL if "/" + n not in rewrites}
     assert sorted(p.name for p in tmp_path.rglob("escape*")) == []
-    assert not (dest / ".mirror" / "journal.sqlite").exists()
+    assert (dest / ".mirror" / "journal.sqlite").read_bytes()[:16] == b"SQLite format 3\x00"  # not overwritten
 
 
 async def test_a_local_path_listed_twice_is_refused_not_guessed(emulator_factory, content_root, tmp_path):
