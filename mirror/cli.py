@@ -124,6 +124,7 @@ def _add_emulator(commands: Any) -> None:
     p.add_argument("--page-delay", dest="page_delay", type=float, default=0.0, help="seconds added to every page")
     p.add_argument("--part-size", dest="part_size", default="8MiB", help="multipart ETags above this size")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault injector")
+    p.add_argument("--fault-budget", dest="fault_budget", type=int, help="inject at most N faults in all")
     p.add_argument("--fault", action="append", default=[], metavar="NAME=RATE",
                    help="inject a fault into object GETs at RATE (0-1): slowdown, internal, reset, "
                         "ignore-range, flip")
@@ -194,7 +195,7 @@ def _run_emulator(args: argparse.Namespace, console: Console) -> int:
         conn_rate=parse_size(args.conn_rate, key="--conn-rate") if args.conn_rate else None,
         latency=args.latency / 1000, page_delay=args.page_delay,
         part_size=parse_size(args.part_size, key="--part-size"), seed=args.seed, faults=_faults(args.fault),
-        checksum=args.checksum)
+        fault_budget=args.fault_budget, checksum=args.checksum)
     if not args.root.is_dir():
         raise UsageError(f"--root {args.root}: not a directory")
 

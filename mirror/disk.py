@@ -92,6 +92,13 @@ class PartFile:
         except OSError as exc:
             raise disk_error(exc, self.final) from exc
 
+    def adopt(self) -> None:
+        """Move a final file back to `NAME.part`, to be checked before it is trusted."""
+        try:
+            os.replace(self.final, self.part)
+        except OSError as exc:
+            raise disk_error(exc, self.final) from exc
+
     def discard(self) -> None:
         """Close and delete the `.part` file: its bytes are wrong or unwanted."""
         self.close()

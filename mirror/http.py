@@ -108,12 +108,17 @@ class RangeClient:
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
             raise Transient(f"{type(exc).__name__} from {presign.describe(url)}") from None
 
-    async def unchanged(self, url: str, etag: str) -> bool:
-        """Whether the object still has `etag`: a conditional GET that moves no payload.
+    async def unchanged(self, url: str, etag: str | None, size: int) -> bool:
+        """Whether the object is as recorded, by a conditional GET that moves no payload.
 
         `If-None-Match` is evaluated before `Range`: a 304 proves the ETag is unchanged.
+        Without a recorded ETag only an empty object can be proven unchanged (416 */0).
         """
-        headers = {"Range": "bytes=0-0", "If-None-Match": f'"{etag}"'}
+        headers = {"Range": "bytes=0-0"}
+        if etag is not None:
+            headers["If-None-Match"] = f'"{etag}"'
+        elif size != 0:
+            return False
         try:
             async with self._session.get(URL(url, encoded=True), headers=headers, allow_redirects=False) as response:
                 if response.status == 304:
@@ -122,7 +127,7 @@ class RangeClient:
                     await _classify(response, url)  # raises the matching FetchError
                 return False  # left unread, the connection closes: at most one byte was asked for
         except EmptyObject:
-            return False
+            return size == 0
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
             raise Transient(f"{type(exc).__name__} from {presign.describe(url)}") from None
 

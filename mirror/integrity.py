@@ -2,6 +2,7 @@
 
 The check is chosen per object from what the server said about it, strongest first:
 
+0. a zero-byte object: its size, from `Content-Range: bytes */0`, is all there is;
 1. an `x-amz-checksum-{sha256,sha1,crc32,crc32c,crc64nvme}` header: full-object, or
    composite `-N` (the checksum of the part checksums);
 2. a single-part ETag (32 hex digits, no SSE-KMS / SSE-C): the MD5 of the bytes;
@@ -98,6 +99,8 @@ class Expectation:
 
 def expectation_for(size: int, etag: str | None, headers: Mapping[str, str]) -> Expectation:
     """Pick the strongest check the server's answer allows (headers are case-insensitive)."""
+    if size == 0:  # the server's Content-Range (bytes */0) already says every byte there is
+        return Expectation("empty")
     for name in CHECKSUM_ALGORITHMS:
         value = headers.get(f"x-amz-checksum-{name}")
         if value:
@@ -207,6 +210,8 @@ class FileHasher:
         expectation = self.expectation
         if not expectation.verifiable:
             return Verdict(None, "unverified", sha256, expectation.reason or "")
+        if expectation.method == "empty":
+            return Verdict(self.position == 0, "empty object", sha256)
         part_size = expectation.part_sizes[0] if expectation.part_sizes else None
         actual = _encode(expectation, self._check, self._sha256)
         return _compare(expectation, actual, sha256, part_size)
@@ -214,7 +219,7 @@ class FileHasher:
 
 def _checker(expectation: Expectation, part_size: int | None) -> object | None:
     method = expectation.method
-    if method == "none":
+    if method in ("none", "empty"):
         return None
     if method == "md5":
         return hashlib.md5()

@@ -94,6 +94,7 @@ class Coverage:
 class Action(enum.Enum):
     FETCH = "fetch"  # nothing usable on disk: download from zero
     RESUME = "resume"  # a `.part` and its recorded spans: fetch the gaps
+    ADOPT = "adopt"  # renamed into place but not yet journalled (killed in between): re-check it
     PROBE = "probe"  # complete and untouched locally: ask the server whether it changed
 
 
@@ -107,4 +108,6 @@ def decide(record: FileRecord | None, final_stat: os.stat_result | None, part_st
         return Action.PROBE if untouched else Action.FETCH
     if part_stat is not None and part_stat.st_size == record.size:
         return Action.RESUME
+    if part_stat is None and final_stat is not None and final_stat.st_size == record.size:
+        return Action.ADOPT
     return Action.FETCH

@@ -184,7 +184,9 @@ class FileDownload:
             return
         if action is plan.Action.PROBE:
             self.pool.emit(events.FileRestarted(self.path, "changed on the server since the last run"))
-        await self._fetch_verified(resume=action is plan.Action.RESUME)
+        if action is plan.Action.ADOPT:
+            await self.pool.blocking(self.part.adopt)
+        await self._fetch_verified(resume=action in (plan.Action.RESUME, plan.Action.ADOPT))
 
     async def _fetch_verified(self, *, resume: bool) -> None:
         for download in range(1, MAX_DOWNLOADS + 1):
@@ -227,17 +229,17 @@ class FileDownload:
         self.expectation = integrity.Expectation.from_json(record.expect) if record.expect \
             else integrity.expectation_for(record.size, record.etag, {})
         self.coverage = plan.Coverage(await self.pool.blocking(self.pool.journal.spans, self.path))
-        await self.pool.blocking(self.part.open, record.size, True)
+        await self.pool.blocking(functools.partial(self.part.open, record.size, resume=True))
         self.pool.emit(events.FileStarted(self.path, record.size, resumed_bytes=self.coverage.prefix()))
 
     async def _unchanged(self) -> bool:
         """Whether the object still has the ETag recorded when it was last fetched."""
         record = self.record
-        assert record is not None and record.etag is not None
+        assert record is not None
 
         async def probe(url: PresignedUrl) -> bool:
             async with self.pool.slots:
-                return await self.pool.client.unchanged(url.url, record.etag)
+                return await self.pool.client.unchanged(url.url, record.etag, record.size)
 
         return await self._retrying(probe)
 

@@ -50,6 +50,7 @@ class EmulatorSettings:
     part_size: int | None = 8 * 1024 * 1024  # multipart ETag for files above this
     seed: int = 0
     faults: dict[str, float] = field(default_factory=dict)  # fault name -> rate, see FAULTS
+    fault_budget: int | None = None  # inject at most this many faults in all (None: no limit)
     local_path_rewrites: dict[str, str] = field(default_factory=dict)  # true LocalPath -> one to report
     checksum: str | None = None  # send a full-object x-amz-checksum-<this> header
     hubs: tuple[str, ...] = ("SageMakerPublicHub",)
@@ -63,12 +64,14 @@ class Stats:
     bytes_served: int = 0
     requests: collections.Counter = field(default_factory=collections.Counter)
     api_calls: collections.Counter = field(default_factory=collections.Counter)
+    faults: collections.Counter = field(default_factory=collections.Counter)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "bytes_served": self.bytes_served,
-            "requests": {str(k): v for k, v in sorted(self.requests.items())},
+            "requests": dict(sorted(self.requests.items())),  # by HTTP status, and "reset"
             "api_calls": dict(sorted(self.api_calls.items())),
+            "faults": dict(sorted(self.faults.items())),
         }
 
 
@@ -83,6 +86,7 @@ class Emulator:
         self._runner: web.AppRunner | None = None
         self._api = api.SageMakerApi(self)
         self._rng = random.Random(settings.seed)
+        self._faults_left = -1 if settings.fault_budget is None else settings.fault_budget
         unknown = set(settings.faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
@@ -91,7 +95,11 @@ class Emulator:
 
     def _fault(self, name: str) -> bool:
         rate = self.settings.faults.get(name, 0.0)
-        return rate > 0 and self._rng.random() < rate
+        if rate <= 0 or self._rng.random() >= rate or self._faults_left == 0:
+            return False
+        self._faults_left -= 1
+        self.stats.faults[name] += 1
+        return True
 
     async def __aenter__(self) -> "Emulator":
         app = web.Application(client_max_size=1 << 20)
@@ -130,7 +138,10 @@ class Emulator:
             response = await self._serve(request, obj)
         except signing.S3Refusal as refusal:
             response = _s3_error(refusal)
-        self.stats.requests[response.status] += 1
+        except ConnectionResetError:  # the client went away mid-body (or a reset was injected)
+            self.stats.requests["reset"] += 1
+            raise asyncio.CancelledError() from None
+        self.stats.requests[str(response.status)] += 1
         return response
 
     def _inject_refusals(self) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -29,10 +31,11 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture(scope="module")
-def endpoint(content_root: Path):
-    process = subprocess.Popen([sys.executable, "-m", "mirror", "emulator", "--root", str(content_root),
-                                "--part-size", "1MiB"], env=_env(), stdout=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def emulator_process(root: Path, *flags: str) -> Iterator[str]:
+    """`mirror emulator` in its own process; yields the endpoint from its first line."""
+    process = subprocess.Popen([sys.executable, "-m", "mirror", "emulator", "--root", str(root), *flags],
+                               env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         first_line = process.stdout.readline().strip()
         assert first_line.startswith("endpoint http://127.0.0.1:"), first_line
@@ -40,6 +43,12 @@ def endpoint(content_root: Path):
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0  # SIGTERM is a clean stop
+
+
+@pytest.fixture(scope="module")
+def endpoint(content_root: Path) -> Iterator[str]:
+    with emulator_process(content_root, "--part-size", "1MiB") as url:
+        yield url
 
 
 def api_calls(endpoint: str) -> dict[str, int]:
@@ -118,6 +127,25 @@ def test_usage_errors_exit_2_with_one_line_before_any_call(endpoint, capsys, arg
     assert code == ExitCode.USAGE
     assert message in err and err.count("\n") == 1, err
     assert api_calls(endpoint) == before
+
+
+def test_verify_exits_0_when_all_match_and_10_when_not(endpoint, tmp_path):
+    dest = tmp_path / "out"
+    assert run_cli("sync", "small-model", "--version", "1.0.0", "--dest", str(dest),
+                   "--endpoint-url", endpoint).returncode == 0
+    clean = run_cli("verify", str(dest))
+    assert clean.returncode == 0 and clean.stdout == f"verified {len(SMALL_MODEL)} files: all match the manifest\n"
+    (dest / "config.json").write_bytes(b"tampered")
+    (dest / "weights/model-00002.safetensors").unlink()
+    dirty = run_cli("verify", str(dest))
+    assert dirty.returncode == ExitCode.VERIFY_FAILED
+    assert "missing weights/model-00002.safetensors" in dirty.stdout
+    assert "differs config.json: size is 8" in dirty.stdout
+
+
+def test_verify_without_a_manifest_is_a_usage_error(tmp_path):
+    done = run_cli("verify", str(tmp_path))
+    assert done.returncode == ExitCode.USAGE and "no manifest" in done.stderr
 
 
 def test_studio_url_prints_the_authorized_url(endpoint):
