@@ -64,6 +64,16 @@ class Body:
     def headers(self) -> Mapping[str, str]:
         return self.response.headers
 
+    async def read_all(self) -> bytes:
+        """The whole (small) body at once, raising `Transient` on a reset or a short body."""
+        try:
+            data = await self.response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise Transient(f"connection lost mid-body ({type(exc).__name__})") from None
+        if len(data) != self.end - self.start + 1:
+            raise Transient(f"body ended after {len(data)} of {self.end - self.start + 1} bytes")
+        return data
+
     async def blocks(self) -> AsyncIterator[bytes]:
         """The body in blocks, raising `Transient` on a reset or a short body."""
         expected = self.end - self.start + 1
@@ -84,9 +94,18 @@ class RangeClient:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
 
+    def statistics(self) -> dict[str, int]:
+        """Connections in use and requests waiting for one (the pool's only limit)."""
+        connector = self._session.connector
+        in_use = sum(len(c) for c in getattr(connector, "_acquired_per_host", {}).values())
+        waiting = sum(len(w) for w in getattr(connector, "_waiters", {}).values())
+        return {"connections_in_use": in_use, "requests_waiting": waiting}
+
     @classmethod
     @asynccontextmanager
     async def open(cls, *, connections: int) -> AsyncIterator["RangeClient"]:
+        """A client whose connector allows `connections` at once: every request waits
+        (first come, first served) for one, and holds it until its body is read."""
         connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=60)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,

@@ -57,6 +57,21 @@ class FileRecord:
     mtime_ns: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A verified file renamed into place, waiting for the next durable batch."""
+
+    path: str
+    size: int
+    etag: str | None
+    expect: str
+    verified: bool | None
+    method: str
+    detail: str
+    sha256: str
+    mtime_ns: int
+
+
 def state_dir(dest: Path) -> Path:
     return dest / STATE_DIR
 
@@ -104,13 +119,17 @@ class Journal:
     def add_span(self, path: str, start: int, end: int) -> None:
         self._write(("INSERT OR REPLACE INTO spans (path, start, end) VALUES (?, ?, ?)", (path, start, end)))
 
-    def complete(self, path: str, *, verified: bool | None, method: str, detail: str, sha256: str,
-                 mtime_ns: int) -> None:
-        self._write(
-            ("DELETE FROM spans WHERE path = ?", (path,)),
-            ("UPDATE files SET state = 'complete', verified = ?, method = ?, detail = ?, sha256 = ?, mtime_ns = ?, "
-             "updated = ? WHERE path = ?", (verified, method, detail, sha256, mtime_ns, time.time(), path)),
-        )
+    def complete(self, done: list[Completion]) -> None:
+        """Mark files complete, in one transaction (after their bytes were made durable)."""
+        now = time.time()
+        statements: list[tuple[str, tuple]] = []
+        for c in done:
+            statements.append(("DELETE FROM spans WHERE path = ?", (c.path,)))
+            statements.append((
+                "INSERT OR REPLACE INTO files (path, size, etag, expect, state, verified, method, detail, sha256, "
+                "mtime_ns, updated) VALUES (?, ?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?)",
+                (c.path, c.size, c.etag, c.expect, c.verified, c.method, c.detail, c.sha256, c.mtime_ns, now)))
+        self._write(*statements)
 
     def forget(self, path: str) -> None:
         self._write(("DELETE FROM spans WHERE path = ?", (path,)), ("DELETE FROM files WHERE path = ?", (path,)))

@@ -9,8 +9,9 @@ Shape (all tasks owned by task groups; nothing is fire-and-forget):
                                                    └─ hasher: reads the written prefix back
                                                         from the page cache and hashes it
 
-Every HTTP request holds one of `concurrency` slots (a CapacityLimiter), so one huge file
-can use every connection while many small files keep them all busy. The pool decides what
+Every HTTP request holds one of the `concurrency` connections of the HTTP client's pool
+(its connector's limit, a FIFO queue), so one huge file can use every connection while
+many small files keep them all busy. The pool decides what
 runs and when; `FileDownload` decides how one file is fetched, checked and committed.
 """
 
@@ -28,14 +29,16 @@ from anyio.abc import ObjectReceiveStream
 
 from . import events, http, integrity, plan
 from .config import SyncSettings
-from .disk import PartFile
+from .disk import PartFile, sync_filesystem
 from .errors import MirrorError
-from .journal import FileRecord, Journal
+from .journal import Completion, FileRecord, Journal
 from .presign import PresignedUrl
 
 WRITE_SIZE = 1 << 20  # gather this much before one positional write
 MAX_RENEWALS = 10  # URL renewals for one request in a row before calling the clock wrong
 MAX_DOWNLOADS = 3  # whole-file downloads (after a checksum mismatch or a change) before failing
+SMALL_FILE = 1 << 20  # a file this small that arrives whole is stored, hashed and renamed in one step
+FLUSH_INTERVAL = 1.0  # seconds between durable batches of completed files
 T = TypeVar("T")
 
 
@@ -117,9 +120,9 @@ class Pool:
         self.backoff = backoff
         self.sleep = sleep
         self.result = PoolResult()
-        self.slots = anyio.CapacityLimiter(settings.concurrency)
         self.disk = anyio.CapacityLimiter(max(4, settings.concurrency))
         self._observer = observer
+        self._pending: list[Completion] = []
 
     def emit(self, event: events.Event) -> None:
         if isinstance(event, events.BytesWritten):
@@ -127,8 +130,7 @@ class Pool:
         self._observer(event)
 
     def statistics(self) -> dict[str, int]:
-        return {"requests_in_flight": int(self.slots.borrowed_tokens),
-                "requests_waiting": self.slots.statistics().tasks_waiting,
+        return {**self.client.statistics(),
                 "files_completed": len(self.result.completed),
                 "files_failed": len(self.result.failures)}
 
@@ -137,10 +139,30 @@ class Pool:
         return await anyio.to_thread.run_sync(function, *args, limiter=self.disk)
 
     async def run(self, jobs: ObjectReceiveStream[plan.FileJob]) -> PoolResult:
-        async with jobs, anyio.create_task_group() as group:
-            for _ in range(self.settings.concurrency):
-                group.start_soon(self._file_worker, jobs.clone())
+        workers_done = anyio.Event()
+        async with jobs, anyio.create_task_group() as outer:
+            outer.start_soon(self._flush_periodically, workers_done)
+            async with anyio.create_task_group() as workers:
+                for _ in range(self.settings.concurrency):
+                    workers.start_soon(self._file_worker, jobs.clone())
+            workers_done.set()
         return self.result
+
+    def add_completion(self, completion: Completion) -> None:
+        self._pending.append(completion)
+
+    async def _flush_periodically(self, workers_done: anyio.Event) -> None:
+        """Make completed files durable in batches: one syncfs and one transaction each."""
+        while not workers_done.is_set():
+            with anyio.move_on_after(FLUSH_INTERVAL):
+                await workers_done.wait()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self.blocking(self._make_durable, batch)
+
+    def _make_durable(self, batch: list[Completion]) -> None:
+        sync_filesystem(self.dest)
+        self.journal.complete(batch)
 
     async def _file_worker(self, jobs: ObjectReceiveStream[plan.FileJob]) -> None:
         async with jobs:
@@ -172,10 +194,12 @@ class FileDownload:
         self.etag: str | None = None
         self.expectation: integrity.Expectation | None = None
         self.coverage = plan.Coverage()
-        self._progress = anyio.Event()
+        self._progress: anyio.Event | None = None  # set by writes while a hasher waits for them
+        self._whole: integrity.Verdict | None = None  # set when a small file arrived in one answer
+        self._committed_mtime: int | None = None  # set when that small file was renamed in place
 
     async def run(self) -> None:
-        final_stat, part_stat = await self.pool.blocking(self.part.stats)
+        final_stat, part_stat = await self.pool.blocking(self.part.stats) if self.record else (None, None)
         action = plan.decide(self.record, final_stat, part_stat)
         if action is plan.Action.PROBE and await self._unchanged():
             self.pool.result.completed[self.path] = self.record.size
@@ -186,12 +210,13 @@ class FileDownload:
             self.pool.emit(events.FileRestarted(self.path, "changed on the server since the last run"))
         if action is plan.Action.ADOPT:
             await self.pool.blocking(self.part.adopt)
-        await self._fetch_verified(resume=action in (plan.Action.RESUME, plan.Action.ADOPT))
+        await self._fetch_verified(resume=action in (plan.Action.RESUME, plan.Action.ADOPT),
+                                   adopted=action is plan.Action.ADOPT)
 
-    async def _fetch_verified(self, *, resume: bool) -> None:
+    async def _fetch_verified(self, *, resume: bool, adopted: bool = False) -> None:
         for download in range(1, MAX_DOWNLOADS + 1):
             try:
-                verdict = await self._fetch(resume=resume and download == 1)
+                verdict = await self._fetch(resume=resume and download == 1, adopted=adopted and download == 1)
                 if verdict.ok is False:
                     raise Restart(f"checksum mismatch: {verdict.detail}")
                 await self._commit(verdict)
@@ -204,13 +229,15 @@ class FileDownload:
             finally:
                 await self.pool.blocking(self.part.close)
 
-    async def _fetch(self, *, resume: bool) -> integrity.Verdict:
+    async def _fetch(self, *, resume: bool, adopted: bool) -> integrity.Verdict:
         """Fill the `.part` file and hash it; the verdict of the hash."""
         chunk = self.pool.settings.chunk_size
         if resume:
-            await self._resume()
+            await self._resume(adopted)
         else:
             await self._fill(_Cursor(0, chunk - 1, greedy=True))
+            if self._whole is not None:
+                return self._whole
         assert self.size is not None and self.expectation is not None
         hasher = integrity.FileHasher(self.expectation)
         spans = self.coverage.missing(self.size, chunk)
@@ -222,13 +249,15 @@ class FileDownload:
             verdict = other or verdict
         return verdict
 
-    async def _resume(self) -> None:
+    async def _resume(self, adopted: bool) -> None:
+        """Continue a `.part` from its recorded spans; an adopted file is all there, to re-check."""
         record = self.record
         assert record is not None
         self.size, self.etag = record.size, record.etag
         self.expectation = integrity.Expectation.from_json(record.expect) if record.expect \
             else integrity.expectation_for(record.size, record.etag, {})
-        self.coverage = plan.Coverage(await self.pool.blocking(self.pool.journal.spans, self.path))
+        spans = [(0, record.size - 1)] if adopted else await self.pool.blocking(self.pool.journal.spans, self.path)
+        self.coverage = plan.Coverage(spans)
         await self.pool.blocking(functools.partial(self.part.open, record.size, resume=True))
         self.pool.emit(events.FileStarted(self.path, record.size, resumed_bytes=self.coverage.prefix()))
 
@@ -238,8 +267,7 @@ class FileDownload:
         assert record is not None
 
         async def probe(url: PresignedUrl) -> bool:
-            async with self.pool.slots:
-                return await self.pool.client.unchanged(url.url, record.etag, record.size)
+            return await self.pool.client.unchanged(url.url, record.etag, record.size)
 
         return await self._retrying(probe)
 
@@ -283,17 +311,42 @@ class FileDownload:
                 await self._back_off(failures, str(exc))
 
     async def _request(self, url: PresignedUrl, cursor: _Cursor) -> None:
-        async with self.pool.slots:
-            try:
-                async with self.pool.client.get(url.url, cursor.pos, cursor.end, self.etag) as body:
-                    await self._accept(body, cursor)
-                    await self._copy(body, cursor)
-            except http.EmptyObject:
-                if self.size is None:
-                    await self._learn(0, None, {})
-                elif self.size != 0:
-                    raise Restart(f"the object is now empty (was {self.size} bytes)") from None
-                cursor.end = -1
+        try:
+            async with self.pool.client.get(url.url, cursor.pos, cursor.end, self.etag) as body:
+                if self.size is None and body.start == 0 and body.end == body.total - 1 < SMALL_FILE:
+                    await self._store_whole(body.total, body.etag, body.headers, await body.read_all())
+                    cursor.end = -1
+                    return
+                await self._accept(body, cursor)
+                await self._copy(body, cursor)
+        except http.EmptyObject:
+            if self.size not in (None, 0):
+                raise Restart(f"the object is now empty (was {self.size} bytes)") from None
+            await self._store_whole(0, None, {}, b"")
+            cursor.end = -1
+
+    async def _store_whole(self, size: int, etag: str | None, headers: Any, data: bytes) -> None:
+        """A small file that arrived in one answer: write, hash and judge it in one step.
+
+        Nothing is journalled before it completes: there is nothing worth resuming.
+        """
+        self.size, self.etag = size, etag
+        self.expectation = integrity.expectation_for(size, etag, headers)
+        self.coverage.add(0, size - 1)
+        self.pool.emit(events.FileStarted(self.path, size))
+        self._whole, self._committed_mtime = await self.pool.blocking(self._write_hash_commit, data,
+                                                                      self.expectation)
+        self.pool.emit(events.BytesWritten(self.path, size))
+
+    def _write_hash_commit(self, data: bytes, expectation: integrity.Expectation) -> tuple[integrity.Verdict, int | None]:
+        """One trip to a worker thread for a whole small file; renamed at once if acceptable."""
+        self.part.open(len(data), reserve=False)
+        self.part.write_at([data], 0)
+        hasher = integrity.FileHasher(expectation)
+        hasher.update(data)
+        verdict = hasher.verdict()
+        acceptable = verdict.ok or (verdict.ok is None and not self.pool.settings.require_verified)
+        return verdict, self.part.commit() if acceptable else None
 
     async def _accept(self, body: http.Body, cursor: _Cursor) -> None:
         """Check an answer against what was asked and what earlier answers said."""
@@ -346,7 +399,8 @@ class FileDownload:
             await self.pool.blocking(self.part.write_at, blocks, cursor.pos)
             self.coverage.add(cursor.pos, cursor.pos + size - 1)
             cursor.pos += size
-            self._progress.set()
+            if self._progress is not None:
+                self._progress.set()
             self.pool.emit(events.BytesWritten(self.path, size))
 
     async def _back_off(self, attempt: int, reason: str) -> None:
@@ -377,10 +431,12 @@ class FileDownload:
         if verdict.ok is None and self.pool.settings.require_verified:
             await self._forget()
             raise Unverified(f"unverified ({verdict.detail}) and --require-verified is set")
-        mtime_ns = await self.pool.blocking(self.part.commit)
-        await self.pool.blocking(lambda: self.pool.journal.complete(
-            self.path, verified=verdict.ok, method=verdict.method, detail=verdict.detail,
-            sha256=verdict.sha256, mtime_ns=mtime_ns))
+        assert self.expectation is not None
+        mtime_ns = self._committed_mtime
+        if mtime_ns is None:
+            mtime_ns = await self.pool.blocking(self.part.commit)
+        self.pool.add_completion(Completion(self.path, self.size, self.etag, self.expectation.to_json(), verdict.ok,
+                                            verdict.method, verdict.detail, verdict.sha256, mtime_ns))
         self.pool.result.completed[self.path] = self.size
         if verdict.ok is None:
             self.pool.result.unverified[self.path] = verdict.detail
@@ -391,5 +447,5 @@ class FileDownload:
         """Drop the `.part` and its journal entry; the next download starts from zero."""
         await self.pool.blocking(self.part.discard)
         await self.pool.blocking(self.pool.journal.forget, self.path)
-        self.size = self.etag = self.expectation = None
+        self.size = self.etag = self.expectation = self._whole = self._committed_mtime = None
         self.coverage = plan.Coverage()

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from mirror.errors import DestinationBusy
-from mirror.journal import DestinationLock, Journal
+from mirror.journal import Completion, DestinationLock, Journal
 from mirror.plan import Action, Coverage, Span, decide
 
 
@@ -23,7 +23,7 @@ def test_completion_clears_spans_and_records_the_verdict(tmp_path: Path):
     journal = Journal.open(tmp_path)
     journal.start("f", 10, "e", "{}")
     journal.add_span("f", 0, 4)
-    journal.complete("f", verified=True, method="md5", detail="", sha256="ab", mtime_ns=5)
+    journal.complete([Completion("f", 10, "e", "{}", True, "md5", "", "ab", 5)])
     assert journal.spans("f") == []
     record = journal.records()["f"]
     assert (record.state, record.verified, record.method, record.mtime_ns) == ("complete", True, "md5", 5)
@@ -56,7 +56,7 @@ def test_decide_from_journal_and_disk(tmp_path: Path):
     assert decide(None, None, None) is Action.FETCH
     assert decide(partial, None, part) is Action.RESUME
     assert decide(partial, final, None) is Action.ADOPT
-    journal.complete("f", verified=True, method="md5", detail="", sha256="x", mtime_ns=final.st_mtime_ns)
+    journal.complete([Completion("f", 3, "e", "{}", True, "md5", "", "x", final.st_mtime_ns)])
     complete = journal.records()["f"]
     assert decide(complete, final, None) is Action.PROBE
     (tmp_path / "g").write_bytes(b"abcd")  # touched locally: fetch again

@@ -2,7 +2,8 @@
 
 LocalPath is `/` + the file's path below the version folder. An optional
 `ROOT/<content-name>/content.json` describes the content:
-`{"type": "Model", "gated": true, "kms": true}` (kms: served as SSE-KMS, opaque ETags).
+`{"type": "Model", "gated": true, "kms": true, "single_part": ["/big.bin"]}` (kms: served
+as SSE-KMS, opaque ETags; single_part: plain MD5 ETags whatever the size).
 ETags follow S3's rules: MD5 of the bytes for single-part objects, and for objects above
 the part size `md5(concat(md5(part_i)))-N`, as a multipart upload with that part size makes.
 """
@@ -31,6 +32,7 @@ class HubObject:
     local_path: str  # "/a/b.bin"
     file: Path
     kms: bool = False  # served as SSE-KMS: an ETag that is not an MD5
+    single_part: bool = False  # uploaded in one part whatever its size: a plain MD5 ETag
 
     @property
     def size(self) -> int:  # read each time: tests change files while the emulator runs
@@ -72,7 +74,7 @@ class Catalog:
         with self._etag_lock:
             cached = self._etags.get(key)
         if cached is None:
-            cached = s3_etag(obj.file, self.part_size)
+            cached = s3_etag(obj.file, None if obj.single_part else self.part_size)
             if obj.kms:  # SSE-KMS ETags are opaque: anything but the MD5 of the bytes
                 cached = hashlib.md5(f"kms:{cached}".encode()).hexdigest()
             with self._etag_lock:
@@ -129,9 +131,10 @@ def _scan(root: Path) -> list[HubContent]:
         meta = _read_meta(content_dir / "content.json")
         content = HubContent(content_dir.name, meta.get("type", "Model"), bool(meta.get("gated", False)),
                              bool(meta.get("kms", False)))
+        single_part = set(meta.get("single_part", []))
         for version_dir in sorted(p for p in content_dir.iterdir() if p.is_dir()):
             if _VERSION_DIR.fullmatch(version_dir.name):
-                content.versions[version_dir.name] = _objects(version_dir, content.kms)
+                content.versions[version_dir.name] = _objects(version_dir, content.kms, single_part)
         if content.versions:
             contents.append(content)
     return contents
@@ -141,16 +144,17 @@ def _read_meta(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _objects(version_dir: Path, kms: bool) -> list[HubObject]:
+def _objects(version_dir: Path, kms: bool, single_part: set[str]) -> list[HubObject]:
     files = sorted(p for p in version_dir.rglob("*") if p.is_file())
-    return [HubObject("/" + p.relative_to(version_dir).as_posix(), p, kms) for p in files]
+    paths = ["/" + p.relative_to(version_dir).as_posix() for p in files]
+    return [HubObject(path, p, kms, path in single_part) for path, p in zip(paths, files)]
 
 
 # --- synthetic content ------------------------------------------------------------------
 
 
 def write_synthetic(root: Path, name: str, version: str, files: dict[str, int], *, seed: int = 0,
-                    gated: bool = False, kms: bool = False) -> Path:
+                    gated: bool = False, kms: bool = False, single_part: tuple[str, ...] = ()) -> Path:
     """Write seeded pseudo-random files `{relative path: size}` as one content version."""
     version_dir = root / name / version
     rng = random.Random(seed)
@@ -163,6 +167,7 @@ def write_synthetic(root: Path, name: str, version: str, files: dict[str, int], 
                 block = min(remaining, 4 << 20)
                 handle.write(rng.randbytes(block))
                 remaining -= block
-    if gated or kms:
-        (root / name / "content.json").write_text(json.dumps({"type": "Model", "gated": gated, "kms": kms}))
+    if gated or kms or single_part:
+        meta = {"type": "Model", "gated": gated, "kms": kms, "single_part": list(single_part)}
+        (root / name / "content.json").write_text(json.dumps(meta))
     return version_dir
