@@ -62,7 +62,7 @@ def corpora(quick: bool) -> list[Corpus]:
     model.update({f"configs/config-{i:02d}.json": rng.randint(1 * KiB, 20 * KiB) for i in range(configs)})
     small = {f"shard-{i // 100:02d}/part-{i:05d}.bin": rng.randint(4 * KiB, 64 * KiB) for i in range(small_files)}
     slow_files = 4 if quick else 8
-    slow = {f"weights-{i}.bin": (4 if quick else 16) * MiB for i in range(slow_files)}
+    slow = {f"weights-{i}.bin": (4 if quick else 8) * MiB for i in range(slow_files)}
     return [
         Corpus("model", model, single_part=("/consolidated.pth",)),
         Corpus("small", small),

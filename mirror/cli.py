@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
@@ -18,7 +19,7 @@ from rich.console import Console
 from . import __version__, events, presign
 from .config import (AwsSettings, StudioUrlSettings, build_aws_settings, build_sync_settings, format_size,
                      parse_size, read_config_file)
-from .errors import ExitCode, MirrorError, UsageError
+from .errors import ExitCode, Interrupted, MirrorError, UsageError
 from .runner import SyncResult, loop_options, sync, verify
 
 EPILOG_SYNC = """examples:
@@ -58,6 +59,8 @@ def _add_aws_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--region", help="AWS region (default: the AWS config chain)")
     group.add_argument("--profile", help="AWS profile name")
     group.add_argument("--endpoint-url", dest="endpoint_url", help="SageMaker API endpoint, e.g. the emulator's")
+    group.add_argument("--api-timeout", dest="api_timeout", type=float,
+                       help="seconds to wait for an API answer before retrying (default 60)")
 
 
 def _add_sync(commands: Any) -> None:
@@ -82,6 +85,10 @@ def _add_sync(commands: Any) -> None:
                    help="fail files that no ETag or checksum can verify (e.g. SSE-KMS objects)")
     p.add_argument("--delete", action="store_true",
                    help="remove files under DEST that the content no longer lists (never .mirror/)")
+    p.add_argument("--allow-http", dest="allow_http", action="store_true",
+                   help="accept plain-http object URLs to hosts other than loopback")
+    p.add_argument("--allow-host", dest="allow_hosts", action="append", metavar="HOST",
+                   help="accept object URLs to HOST besides S3 endpoints (repeatable)")
     p.add_argument("--config", type=Path, help="TOML file with any of these options (flags win)")
     _add_aws_flags(p)
     p.set_defaults(handler=_run_sync)
@@ -126,8 +133,9 @@ def _add_emulator(commands: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the fault injector")
     p.add_argument("--fault-budget", dest="fault_budget", type=int, help="inject at most N faults in all")
     p.add_argument("--fault", action="append", default=[], metavar="NAME=RATE",
-                   help="inject a fault into object GETs at RATE (0-1): slowdown, internal, reset, "
-                        "ignore-range, flip")
+                   help="inject a fault at RATE (0-1): slowdown, internal, reset, truncate, ignore-range, flip, "
+                        "expire-early (object GETs); throttle, api-stall, token-refused (API calls)")
+    p.add_argument("--stall", type=float, default=90.0, help="seconds an api-stall fault hangs")
     p.add_argument("--checksum", choices=("sha256", "sha1", "crc32", "crc32c", "crc64nvme"),
                    help="send a full-object x-amz-checksum-<ALGO> header with every object")
     p.set_defaults(handler=_run_emulator)
@@ -195,7 +203,7 @@ def _run_emulator(args: argparse.Namespace, console: Console) -> int:
         conn_rate=parse_size(args.conn_rate, key="--conn-rate") if args.conn_rate else None,
         latency=args.latency / 1000, page_delay=args.page_delay,
         part_size=parse_size(args.part_size, key="--part-size"), seed=args.seed, faults=_faults(args.fault),
-        fault_budget=args.fault_budget, checksum=args.checksum)
+        fault_budget=args.fault_budget, stall=args.stall, checksum=args.checksum)
     if not args.root.is_dir():
         raise UsageError(f"--root {args.root}: not a directory")
 
@@ -250,11 +258,34 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def _aws(args: argparse.Namespace) -> AwsSettings:
-    return build_aws_settings({k: getattr(args, k, None) for k in ("region", "profile", "endpoint_url")})
+    return build_aws_settings({k: getattr(args, k, None) for k in ("region", "profile", "endpoint_url", "api_timeout")})
 
 
 def _run(function: Callable[[], Any]) -> Any:
-    return anyio.run(function, backend_options=loop_options())
+    return anyio.run(_until_signal, function, backend_options=loop_options())
+
+
+async def _until_signal(function: Callable[[], Any]) -> Any:
+    """Run `function`; SIGINT or SIGTERM cancels it cleanly and raises `Interrupted`."""
+    received: list[int] = []
+    result: Any = None
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    received.append(signum)
+                    group.cancel_scope.cancel()
+                    return
+
+        group.start_soon(watch)
+        try:
+            result = await function()
+        finally:
+            group.cancel_scope.cancel()
+    if received:
+        raise Interrupted(received[0])
+    return result
 
 
 def _progress(console: Console, title: str) -> ContextManager[events.Observer]:

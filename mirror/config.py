@@ -66,9 +66,11 @@ class AwsSettings:
     profile: str | None = None
     endpoint_url: str | None = None
     api_attempts: int = 8  # botocore "standard" retries: throttling and transient API errors
+    api_timeout: float = 60.0  # seconds to wait for an API answer before retrying
 
     def __post_init__(self) -> None:
         _check_range("api_attempts", self.api_attempts, 1, 20)
+        _check_range("api_timeout", self.api_timeout, 1, 600)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -89,6 +91,8 @@ class SyncSettings:
     retries: int = 8  # attempts per chunk on transient errors
     require_verified: bool = False  # fail files that nothing can verify (e.g. SSE-KMS ETags)
     delete: bool = False  # remove files under DEST that the content no longer lists
+    allow_http: bool = False  # accept plain-http object URLs to hosts other than loopback
+    allow_hosts: tuple[str, ...] = ()  # object URL hosts accepted besides S3 endpoints and loopback
     aws: AwsSettings = field(default_factory=AwsSettings)
 
     def __post_init__(self) -> None:
@@ -167,8 +171,15 @@ _SYNC_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "retries": ("retries", lambda v, k: _expect(v, int, k)),
     "require_verified": ("require_verified", lambda v, k: _expect(v, bool, k)),
     "delete": ("delete", lambda v, k: _expect(v, bool, k)),
+    "allow_http": ("allow_http", lambda v, k: _expect(v, bool, k)),
+    "allow_hosts": ("allow_hosts", lambda v, k: tuple(_expect(h, str, k).lower() for h in _expect(v, (list, tuple), k))),
 }
-_AWS_KEYS = ("region", "profile", "endpoint_url")
+_AWS_KEYS: dict[str, Callable[[Any, str], Any]] = {
+    "region": lambda v, k: _expect(v, str, k),
+    "profile": lambda v, k: _expect(v, str, k),
+    "endpoint_url": lambda v, k: _expect(v, str, k),
+    "api_timeout": lambda v, k: float(_expect(v, (int, float), k)),
+}
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
@@ -181,7 +192,8 @@ def _expect(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {"str": "a string", "int": "an integer", "bool": "true or false", "float": "a number"}
+    names = {"str": "a string", "int": "an integer", "bool": "true or false", "float": "a number",
+             "list": "a list", "tuple": "a list"}
     return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
 
 
@@ -234,4 +246,5 @@ def build_sync_settings(flags: Mapping[str, Any], config: Mapping[str, Any] | No
 
 
 def build_aws_settings(merged: Mapping[str, Any]) -> AwsSettings:
-    return AwsSettings(**{key: _expect(merged[key], str, key) for key in _AWS_KEYS if merged.get(key) is not None})
+    return AwsSettings(**{key: convert(merged[key], key) for key, convert in _AWS_KEYS.items()
+                          if merged.get(key) is not None})

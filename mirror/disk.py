@@ -14,8 +14,9 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
+from .config import format_size
 from .errors import DiskError, UnsafeLocalPath
-from .paths import PART_SUFFIX
+from .paths import PART_SUFFIX, STATE_DIR
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -56,6 +57,8 @@ class PartFile:
                 _reserve(fd, size)
         except OSError as exc:
             self.close()
+            if exc.errno == errno.ENOSPC:
+                raise _no_space(self.part, size) from exc
             raise disk_error(exc, self.part) from exc
 
     def write_at(self, blocks: list[bytes], offset: int) -> None:
@@ -196,13 +199,43 @@ _LIBC = _load_libc()
 _SYNC_FILE_RANGE_WRITE = 2
 
 
+def is_case_insensitive(dest: Path) -> bool:
+    """Whether DEST's filesystem folds case (macOS, Windows shares, casefold ext4)."""
+    probe = dest / STATE_DIR / f"case-probe-{os.getpid()}"
+    try:
+        probe.touch()
+        return (probe.parent / probe.name.upper()).exists()
+    except OSError:
+        return False
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _no_space(path: Path, size: int) -> DiskError:
+    free = _free_bytes(path.parent)
+    return DiskError(f"{path}: no space left on device: it needs {format_size(size)}, "
+                     f"{format_size(free)} free", fatal=True)
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return 0
+    return stats.f_bavail * stats.f_frsize
+
+
 def disk_error(exc: OSError, path: Path) -> DiskError:
-    if exc.errno == errno.ENOSPC:
-        return DiskError(f"{path}: no space left on device")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskError(f"{path}: no space left on device ({format_size(_free_bytes(path.parent))} free)",
+                         fatal=True)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return DiskError(f"{path}: permission denied")
     if exc.errno == errno.EROFS:
-        return DiskError(f"{path}: read-only file system")
+        return DiskError(f"{path}: read-only file system", fatal=True)
     if exc.errno == errno.ELOOP:
         return DiskError(f"{path}: refusing to follow a symlink")
     return DiskError(f"{path}: {exc.strerror or exc}")

@@ -9,6 +9,8 @@
     ├── DiskError                   the destination cannot be written (space, permission)
     ├── DestinationBusy             another process holds DEST/.mirror/lock
     ├── VerifyFailed                `mirror verify` found differences
+    ├── Interrupted                 SIGINT / SIGTERM stopped the run
+    ├── UnsafeUrl                   the service sent an object URL outside the URL policy
     └── UnsafeLocalPath             the service sent a LocalPath that would escape DEST
 
 A file that fails after its retries is not an exception: `sync()` reports it in
@@ -21,6 +23,7 @@ with `raise ... from exc`, so the command line only ever prints one of these.
 from __future__ import annotations
 
 import enum
+import signal
 
 
 class ExitCode(enum.IntEnum):
@@ -79,9 +82,17 @@ class AccessDenied(HubError):
 
 
 class DiskError(MirrorError):
-    """The destination cannot be written: no space, no permission, read-only."""
+    """The destination cannot be written: no space, no permission, read-only.
+
+    `fatal` errors (no space, read-only, quota) would fail every other file too, so they
+    stop the whole run instead of one file.
+    """
 
     exit_code = ExitCode.DISK_ERROR
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 class DestinationBusy(MirrorError):
@@ -94,6 +105,21 @@ class VerifyFailed(MirrorError):
     """`mirror verify` found files that differ from the manifest, are missing, or extra."""
 
     exit_code = ExitCode.VERIFY_FAILED
+
+
+class Interrupted(MirrorError):
+    """SIGINT or SIGTERM stopped the run; partial files and the journal are kept."""
+
+    def __init__(self, signum: int) -> None:
+        name = "terminated" if signum == signal.SIGTERM else "interrupted"
+        super().__init__(f"{name}: partial files are kept; run the same command again to resume")
+        self.exit_code = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
+
+
+class UnsafeUrl(MirrorError):
+    """The service sent an object URL outside the URL policy (scheme or host)."""
+
+    exit_code = ExitCode.UNSAFE_CONTENT
 
 
 class UnsafeLocalPath(MirrorError):

@@ -22,7 +22,7 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
 _ERROR_CODE = re.compile(r"<Code>([^<]*)</Code>")
 _ERROR_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
-_READ_SIZE = 1 << 20
+_READ_SIZE = 256 * 1024  # per read from a connection; aiohttp buffers at most twice this
 _TRANSIENT_STATUS = {500, 502, 503, 504}
 
 

@@ -150,7 +150,7 @@ def _region(session: AioSession, aws: AwsSettings) -> str | None:
 
 def _api_config(aws: AwsSettings) -> AioConfig:
     return AioConfig(retries={"mode": "standard", "max_attempts": aws.api_attempts},
-                     connect_timeout=10, read_timeout=60)
+                     connect_timeout=10, read_timeout=aws.api_timeout)
 
 
 def translate_client_error(exc: botocore.exceptions.ClientError) -> HubError:

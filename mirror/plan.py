@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
-from .paths import safe_relative_path
+from .paths import PART_SUFFIX, safe_relative_path
 
 if TYPE_CHECKING:
     from .journal import FileRecord
@@ -50,6 +50,45 @@ def file_job(local_path: str, url: UrlLease) -> FileJob:
 def spans(start: int, size: int, chunk_size: int) -> list[Span]:
     """Split bytes `start..size-1` into spans of `chunk_size` (the last one shorter)."""
     return [Span(offset, min(offset + chunk_size, size) - 1) for offset in range(start, size, chunk_size)]
+
+
+class ListedPaths:
+    """The paths accepted so far, and why a new one would collide with them.
+
+    Refused: the same path twice; a path whose folder is a listed file (`a/b` then
+    `a/b/c`) or that is the folder of a listed file; a path that is another's partial
+    file (`x` and `x.part`); and on a case-insensitive destination, paths that differ only
+    in case. The first one listed is kept.
+    """
+
+    def __init__(self, *, case_insensitive: bool = False) -> None:
+        self.case_insensitive = case_insensitive
+        self.paths: set[str] = set()  # exactly as accepted
+        self._files: set[str] = set()  # folded when the destination folds case
+        self._folders: set[str] = set()
+
+    def conflict(self, relative: PurePosixPath) -> str | None:
+        key = self._key(relative.as_posix())
+        if key in self._files:
+            return "listed twice" + (" (names differ only in case)" if relative.as_posix() not in self.paths else "")
+        if key in self._folders:
+            return "is the folder of another listed file"
+        folder = next((p for p in relative.parents if self._key(p.as_posix()) in self._files), None)
+        if folder is not None:
+            return f"its folder {folder} is a listed file"
+        if key.endswith(PART_SUFFIX) and key[: -len(PART_SUFFIX)] in self._files:
+            return "is the partial-download name of another listed file"
+        if key + PART_SUFFIX in self._files:
+            return "its partial-download name is another listed file"
+        return None
+
+    def add(self, relative: PurePosixPath) -> None:
+        self.paths.add(relative.as_posix())
+        self._files.add(self._key(relative.as_posix()))
+        self._folders.update(self._key(p.as_posix()) for p in relative.parents if p.parts)
+
+    def _key(self, path: str) -> str:
+        return path.casefold() if self.case_insensitive else path
 
 
 class Coverage:

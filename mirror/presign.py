@@ -8,10 +8,13 @@ clock that jumps, or one that disagrees with the service's, cannot stretch a URL
 from __future__ import annotations
 
 import calendar
+import ipaddress
 import re
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
+
+from .errors import UnsafeUrl
 
 SECRET_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token")
 _SECRET_IN_TEXT = re.compile(
@@ -59,6 +62,41 @@ def _amz_date(text: str) -> float:
         raise ValueError(f"X-Amz-Date {text!r} is not YYYYMMDDTHHMMSSZ")
     return calendar.timegm((int(text[0:4]), int(text[4:6]), int(text[6:8]),
                             int(text[9:11]), int(text[11:13]), int(text[13:15]), 0, 0, 0))
+
+
+def check_url(url: str, *, allow_http: bool = False, allow_hosts: tuple[str, ...] = ()) -> None:
+    """Refuse an object URL outside the policy, with `UnsafeUrl` saying why.
+
+    Policy: https to an S3 endpoint (a host under amazonaws.com or amazonaws.com.cn with an
+    `s3` label: buckets, regional, dual-stack, FIPS, accelerate and VPC-endpoint forms). Plain
+    http is accepted only for loopback hosts (the emulator), or anywhere with --allow-http.
+    Other hosts only when named with --allow-host. Different hosts within a listing are fine
+    as long as each passes: content may span buckets.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    loopback = _is_loopback(host)
+    if parts.scheme not in ("https", "http") or not host:
+        raise UnsafeUrl(f"refused object URL {describe(url)!r}: not an http(s) URL with a host")
+    if parts.scheme == "http" and not (loopback or allow_http):
+        raise UnsafeUrl(f"refused object URL to {host}: plain http (add --allow-http to accept it)")
+    if not (loopback or host in allow_hosts or _is_s3_host(host)):
+        raise UnsafeUrl(f"refused object URL to {host}: not an S3 endpoint (add --allow-host {host} to accept it)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_s3_host(host: str) -> bool:
+    if not (host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")):
+        return False
+    return any(label == "s3" or label.startswith("s3-") for label in host.split("."))
 
 
 def redact(url: str) -> str:

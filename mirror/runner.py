@@ -23,10 +23,10 @@ from typing import Any
 import anyio
 from anyio.abc import ObjectSendStream
 
-from . import events, plan
+from . import events, plan, presign
 from .config import SyncSettings
-from .disk import disk_error, prepare_destination
-from .errors import MirrorError, UnsafeLocalPath
+from .disk import disk_error, is_case_insensitive, prepare_destination
+from .errors import MirrorError, UnsafeLocalPath, UnsafeUrl
 from .http import RangeClient
 from .hub import ContentRef, HubClient, Page
 from .journal import DestinationLock, Journal
@@ -61,7 +61,8 @@ async def sync(settings: SyncSettings, *, observer: events.Observer = events.ign
     dest = await anyio.to_thread.run_sync(prepare_destination, settings.dest)
     async with _locked_journal(dest) as journal:
         records = await anyio.to_thread.run_sync(journal.records)
-        producer = _Producer(ContentRef.of(settings), settings.page_size)
+        folds_case = await anyio.to_thread.run_sync(is_case_insensitive, dest)
+        producer = _Producer(settings, plan.ListedPaths(case_insensitive=folds_case))
         async with HubClient.open(settings.aws, observer) as hub, \
                 RangeClient.open(connections=settings.concurrency) as client:
             pool = Pool(settings, dest, client, journal, records, observer)
@@ -70,6 +71,8 @@ async def sync(settings: SyncSettings, *, observer: events.Observer = events.ign
                 group.start_soon(producer.run, hub, send, pool)
                 await pool.run(receive)
         await anyio.to_thread.run_sync(_write_manifest, dest, settings, journal, producer.listed)
+        if pool.fatal is not None:
+            raise pool.fatal
         if producer.error is not None:
             raise producer.error  # never judge extras against an incomplete listing
         extra = await anyio.to_thread.run_sync(_extra_files, dest, producer.listed)
@@ -116,7 +119,7 @@ async def _locked_journal(dest: Path) -> AsyncIterator[Journal]:
         try:
             yield journal
         finally:
-            await anyio.to_thread.run_sync(journal.close)
+            journal.close()  # quick, and must happen even while the run is being cancelled
     finally:
         lock.release()
 
@@ -172,17 +175,22 @@ def loop_options() -> dict[str, bool]:
 class _Producer:
     """Pages the listing into the job stream; keeps the first listing error for later."""
 
-    def __init__(self, ref: ContentRef, page_size: int) -> None:
-        self.ref = ref
-        self.page_size = page_size
+    def __init__(self, settings: SyncSettings, listed: plan.ListedPaths) -> None:
+        self.ref = ContentRef.of(settings)
+        self.settings = settings
         self.error: MirrorError | None = None
         self.refused: dict[str, str] = {}
-        self.listed: set[str] = set()  # paths below DEST of every accepted entry
+        self._listed = listed
+
+    @property
+    def listed(self) -> set[str]:
+        """Paths below DEST of every accepted entry."""
+        return self._listed.paths
 
     async def run(self, hub: HubClient, send: ObjectSendStream[plan.FileJob], pool: Pool) -> None:
         async with send:
             try:
-                async for page in hub.pages(self.ref, self.page_size):
+                async for page in hub.pages(self.ref, self.settings.page_size):
                     repeated = {p for p, n in collections.Counter(page.local_paths).items() if n > 1}
                     for local_path in dict.fromkeys(page.local_paths):
                         job = self._job(local_path, page, pool, ambiguous=local_path in repeated)
@@ -190,6 +198,8 @@ class _Producer:
                             await send.send(job)
             except MirrorError as exc:
                 self.error = exc
+            except anyio.BrokenResourceError:
+                pass  # the pool stopped (a fatal disk error): nothing more to hand out
 
     def _job(self, local_path: str, page: Page, pool: Pool, *, ambiguous: bool) -> plan.FileJob | None:
         """A job, or None after recording why the entry is refused.
@@ -202,14 +212,16 @@ class _Producer:
             return None
         try:
             job = plan.file_job(local_path, page.lease(local_path))
-        except UnsafeLocalPath as exc:
+            presign.check_url(page.urls[local_path].url, allow_http=self.settings.allow_http,
+                              allow_hosts=self.settings.allow_hosts)
+        except (UnsafeLocalPath, UnsafeUrl) as exc:
             self._refuse(local_path, str(exc), pool)
             return None
-        key = job.relative.as_posix()
-        if key in self.listed:
-            self._refuse(local_path, f"refused LocalPath {local_path!r}: listed twice", pool)
+        conflict = self._listed.conflict(job.relative)
+        if conflict is not None:
+            self._refuse(local_path, f"refused LocalPath {local_path!r}: {conflict}", pool)
             return None
-        self.listed.add(key)
+        self._listed.add(job.relative)
         return job
 
     def _refuse(self, local_path: str, reason: str, pool: Pool) -> None:

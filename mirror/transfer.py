@@ -30,7 +30,7 @@ from anyio.abc import ObjectReceiveStream
 from . import events, http, integrity, plan
 from .config import SyncSettings
 from .disk import PartFile, sync_filesystem
-from .errors import MirrorError
+from .errors import DiskError, MirrorError
 from .journal import Completion, FileRecord, Journal
 from .presign import PresignedUrl
 
@@ -123,6 +123,8 @@ class Pool:
         self.disk = anyio.CapacityLimiter(max(4, settings.concurrency))
         self._observer = observer
         self._pending: list[Completion] = []
+        self._workers: anyio.CancelScope | None = None
+        self.fatal: DiskError | None = None  # a disk error that stopped the whole run
 
     def emit(self, event: events.Event) -> None:
         if isinstance(event, events.BytesWritten):
@@ -139,13 +141,20 @@ class Pool:
         return await anyio.to_thread.run_sync(function, *args, limiter=self.disk)
 
     async def run(self, jobs: ObjectReceiveStream[plan.FileJob]) -> PoolResult:
+        """Work until the stream ends, a fatal disk error stops it (see `fatal`), or the
+        caller cancels; completed files are journalled in every case."""
         workers_done = anyio.Event()
-        async with jobs, anyio.create_task_group() as outer:
-            outer.start_soon(self._flush_periodically, workers_done)
-            async with anyio.create_task_group() as workers:
-                for _ in range(self.settings.concurrency):
-                    workers.start_soon(self._file_worker, jobs.clone())
-            workers_done.set()
+        try:
+            async with jobs, anyio.create_task_group() as outer:
+                outer.start_soon(self._flush_periodically, workers_done)
+                async with anyio.create_task_group() as workers:
+                    self._workers = workers.cancel_scope
+                    for _ in range(self.settings.concurrency):
+                        workers.start_soon(self._file_worker, jobs.clone())
+                workers_done.set()
+        finally:
+            with anyio.CancelScope(shield=True):  # a cancelled run still records what it finished
+                await self._flush()
         return self.result
 
     def add_completion(self, completion: Completion) -> None:
@@ -156,9 +165,12 @@ class Pool:
         while not workers_done.is_set():
             with anyio.move_on_after(FLUSH_INTERVAL):
                 await workers_done.wait()
-            batch, self._pending = self._pending, []
-            if batch:
-                await self.blocking(self._make_durable, batch)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            await self.blocking(self._make_durable, batch)
 
     def _make_durable(self, batch: list[Completion]) -> None:
         sync_filesystem(self.dest)
@@ -175,6 +187,10 @@ class Pool:
             await FileDownload(self, job).run()
         except (http.FetchError, MirrorError) as exc:
             self.record_failure(path, str(exc))
+            if isinstance(exc, DiskError) and exc.fatal and self.fatal is None:
+                self.fatal = exc  # every other file would fail the same way: stop now
+                assert self._workers is not None
+                self._workers.cancel()
 
     def record_failure(self, path: str, reason: str) -> None:
         self.result.failures[path] = reason
@@ -227,7 +243,7 @@ class FileDownload:
                     raise http.Refused(f"{why} (after {MAX_DOWNLOADS} downloads)") from None
                 self.pool.emit(events.FileRestarted(self.path, str(why)))
             finally:
-                await self.pool.blocking(self.part.close)
+                self.part.close()  # a plain close(2): safe even while being cancelled
 
     async def _fetch(self, *, resume: bool, adopted: bool) -> integrity.Verdict:
         """Fill the `.part` file and hash it; the verdict of the hash."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import re
 from typing import TYPE_CHECKING, Any, Callable
@@ -36,6 +37,7 @@ class ApiError(Exception):
 class SageMakerApi:
     def __init__(self, emulator: "Emulator") -> None:
         self.emulator = emulator
+        self._used_tokens: set[str] = set()
         self._operations: dict[str, Callable[[dict[str, Any]], Any]] = {
             "CreateHubContentPresignedUrls": self.create_hub_content_presigned_urls,
             "ListHubContentVersions": self.list_hub_content_versions,
@@ -51,6 +53,7 @@ class SageMakerApi:
         try:
             if "Authorization" not in request.headers:
                 raise ApiError("MissingAuthenticationTokenException", "Missing Authentication Token", 403)
+            await self._inject_faults()
             handler = self._operations.get(operation)
             if handler is None:
                 raise ApiError("UnknownOperationException", f"Unknown operation {operation!r}")
@@ -59,6 +62,12 @@ class SageMakerApi:
         except ApiError as err:
             return _json({"__type": err.code, "message": err.message}, err.status)
         return _json(result, 200)
+
+    async def _inject_faults(self) -> None:
+        if self.emulator.fault("api-stall"):
+            await anyio.sleep(self.emulator.settings.stall)
+        if self.emulator.fault("throttle"):
+            raise ApiError("ThrottlingException", "Rate exceeded")
 
     # --- operations ----------------------------------------------------------------------
 
@@ -73,6 +82,7 @@ class SageMakerApi:
         self._check_expected_s3_url(access.get("ExpectedS3Url"), content.name, version)
         limit = _int_in(body, "MaxResults", 1, 100, default=100)
         start = self._offset(body.get("NextToken"), content.name, version)
+        self._refuse_reused_token(body.get("NextToken"))
         if self.emulator.settings.page_delay:
             await anyio.sleep(self.emulator.settings.page_delay)
         objects = content.versions[version]
@@ -155,6 +165,13 @@ class SageMakerApi:
         if not actual.startswith(expected.rstrip("/") + "/") and expected != actual.rstrip("/"):
             raise ApiError("ValidationException", f"ExpectedS3Url {expected} does not match the content's location {actual}")
 
+    def _refuse_reused_token(self, token: str | None) -> None:
+        if token is None:
+            return
+        if token in self._used_tokens and self.emulator.fault("token-refused"):
+            raise ApiError("ValidationException", "The NextToken has expired; start the listing again")
+        self._used_tokens.add(token)
+
     @staticmethod
     def _offset(token: Any, name: str, version: str) -> int:
         if token is None:
@@ -183,8 +200,13 @@ class SageMakerApi:
         }
 
 
+_issued = itertools.count()
+
+
 def _token(name: str, version: str, offset: int) -> str:
-    payload = base64.urlsafe_b64encode(json.dumps({"n": name, "v": version, "o": offset}).encode()).decode()
+    """An opaque token; each one issued is distinct, as a real service's would be."""
+    data = {"n": name, "v": version, "o": offset, "i": next(_issued)}
+    payload = base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
     return f"{payload}.{_sign(payload)}"
 
 

@@ -59,13 +59,19 @@ class Catalog:
         self.root = root
         self.part_size = part_size
         self.contents = {c.name: c for c in _scan(root)}
+        self._index = {(c.name, version, o.local_path): o
+                       for c in self.contents.values() for version, objects in c.versions.items() for o in objects}
         self._etags: dict[tuple[Path, int, int], str] = {}
         self._etag_lock = threading.Lock()
 
     def find(self, name: str, version: str, local_path: str) -> HubObject | None:
-        content = self.contents.get(name)
-        objects = content.versions.get(version, []) if content else []
-        return next((o for o in objects if o.local_path == local_path), None)
+        return self._index.get((name, version, local_path))
+
+    def cached_etag(self, obj: HubObject) -> str | None:
+        """The ETag if this version of the file was hashed already (no hashing here)."""
+        stat = obj.file.stat()
+        with self._etag_lock:
+            return self._etags.get((obj.file, stat.st_size, stat.st_mtime_ns))
 
     def etag(self, obj: HubObject) -> str:
         """S3's ETag for the object (no quotes); hashed once per version of the file."""

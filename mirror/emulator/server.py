@@ -26,11 +26,18 @@ from .content import Catalog, HubObject
 
 BUCKET = "emulator-hub"
 FAULTS = {
+    # object GETs
     "slowdown": "503 SlowDown instead of the object",
     "internal": "500 InternalError instead of the object",
-    "reset": "the connection closes after half the body",
+    "reset": "the connection is aborted (RST) after half the body",
+    "truncate": "the body stops cleanly after half, though Content-Length promised all of it",
     "ignore-range": "200 with the whole object instead of 206 with the range",
     "flip": "one byte of the body is flipped (headers stay right)",
+    "expire-early": "403 Request has expired, though the URL's X-Amz-Expires has not run out",
+    # SageMaker API calls
+    "throttle": "400 ThrottlingException on an API call",
+    "api-stall": "an API call hangs for --stall seconds before answering",
+    "token-refused": "a NextToken used before is refused when presented again",
 }
 CHECKSUMS = ("sha256", "sha1", "crc32", "crc32c", "crc64nvme")
 _SEND_SLICE = 64 * 1024
@@ -51,7 +58,9 @@ class EmulatorSettings:
     seed: int = 0
     faults: dict[str, float] = field(default_factory=dict)  # fault name -> rate, see FAULTS
     fault_budget: int | None = None  # inject at most this many faults in all (None: no limit)
+    stall: float = 90.0  # seconds an "api-stall" fault hangs
     local_path_rewrites: dict[str, str] = field(default_factory=dict)  # true LocalPath -> one to report
+    url_rewrites: dict[str, str] = field(default_factory=dict)  # true LocalPath -> scheme://host to report
     checksum: str | None = None  # send a full-object x-amz-checksum-<this> header
     hubs: tuple[str, ...] = ("SageMakerPublicHub",)
     studio_users: dict[str, tuple[str, ...]] = field(
@@ -65,10 +74,13 @@ class Stats:
     requests: collections.Counter = field(default_factory=collections.Counter)
     api_calls: collections.Counter = field(default_factory=collections.Counter)
     faults: collections.Counter = field(default_factory=collections.Counter)
+    in_flight: int = 0  # object GETs being answered now
+    max_in_flight: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
             "bytes_served": self.bytes_served,
+            "max_in_flight": self.max_in_flight,
             "requests": dict(sorted(self.requests.items())),  # by HTTP status, and "reset"
             "api_calls": dict(sorted(self.api_calls.items())),
             "faults": dict(sorted(self.faults.items())),
@@ -93,7 +105,8 @@ class Emulator:
         if settings.checksum not in (None, *CHECKSUMS):
             raise ValueError(f"unknown checksum {settings.checksum!r}; known: {CHECKSUMS}")
 
-    def _fault(self, name: str) -> bool:
+    def fault(self, name: str) -> bool:
+        """Whether to inject fault `name` now (seeded; counted; within the budget)."""
         rate = self.settings.faults.get(name, 0.0)
         if rate <= 0 or self._rng.random() >= rate or self._faults_left == 0:
             return False
@@ -122,7 +135,8 @@ class Emulator:
 
     def object_url(self, name: str, version: str, obj: HubObject) -> str:
         key = quote(f"{name}/{version}{obj.local_path}", safe="/~")
-        return signing.presign(f"{self.endpoint}/{BUCKET}/{key}", self.settings.url_ttl)
+        base = self.settings.url_rewrites.get(obj.local_path, self.endpoint)
+        return signing.presign(f"{base}/{BUCKET}/{key}", self.settings.url_ttl)
 
     # --- handlers --------------------------------------------------------------------------
 
@@ -130,6 +144,14 @@ class Emulator:
         return web.json_response(self.stats.as_json())
 
     async def _object(self, request: web.Request) -> web.StreamResponse:
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            return await self._answer_object(request)
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _answer_object(self, request: web.Request) -> web.StreamResponse:
         if self.settings.latency:
             await anyio.sleep(self.settings.latency)
         try:
@@ -138,17 +160,19 @@ class Emulator:
             response = await self._serve(request, obj)
         except signing.S3Refusal as refusal:
             response = _s3_error(refusal)
-        except ConnectionResetError:  # the client went away mid-body (or a reset was injected)
+        except ConnectionError:  # the client went away mid-body (or a reset was injected)
             self.stats.requests["reset"] += 1
             raise asyncio.CancelledError() from None
         self.stats.requests[str(response.status)] += 1
         return response
 
     def _inject_refusals(self) -> None:
-        if self._fault("slowdown"):
+        if self.fault("slowdown"):
             raise signing.S3Refusal(503, "SlowDown", "Please reduce your request rate.")
-        if self._fault("internal"):
+        if self.fault("internal"):
             raise signing.S3Refusal(500, "InternalError", "We encountered an internal error. Please try again.")
+        if self.fault("expire-early"):
+            raise signing.S3Refusal(403, "AccessDenied", "Request has expired")
 
     def _authorized_object(self, request: web.Request) -> HubObject:
         signing.verify(request.method, request.scheme, request.host, request.raw_path,
@@ -163,13 +187,13 @@ class Emulator:
         return obj
 
     async def _serve(self, request: web.Request, obj: HubObject) -> web.StreamResponse:
-        etag = await anyio.to_thread.run_sync(self.catalog.etag, obj)
+        etag = self.catalog.cached_etag(obj) or await anyio.to_thread.run_sync(self.catalog.etag, obj)
         headers = await self._object_headers(obj, etag)
         _check_preconditions(request, etag)
         if request.headers.get("If-None-Match", "").strip().strip('"') == etag:
             return web.Response(status=304, headers=headers)
         size = obj.size
-        span = None if self._fault("ignore-range") else parse_range(request.headers.get("Range"), size)
+        span = None if self.fault("ignore-range") else parse_range(request.headers.get("Range"), size)
         if span is None:
             start, length, status = 0, size, 200
         else:
@@ -195,11 +219,15 @@ class Emulator:
     async def _send_body(self, request: web.Request, response: web.StreamResponse, file: Path,
                          start: int, length: int) -> None:
         with file.open("rb") as handle:
-            if self._fault("reset"):
+            cut = "reset" if self.fault("reset") else "truncate" if self.fault("truncate") else None
+            if cut is not None:
                 await self._send_copy(response, handle, start, length // 2)
-                request.transport.close()
+                if cut == "reset":
+                    request.transport.abort()  # RST: the client's read fails
+                else:
+                    request.transport.close()  # FIN: a clean end, short of Content-Length
                 return
-            if self._fault("flip") and length:
+            if self.fault("flip") and length:
                 await self._send_copy(response, handle, start, length, flip_at=self._rng.randrange(length))
             elif self.settings.conn_rate:
                 await self._send_copy(response, handle, start, length)
