@@ -73,8 +73,11 @@ def check_url(url: str, *, allow_http: bool = False, allow_hosts: tuple[str, ...
     Other hosts only when named with --allow-host. Different hosts within a listing are fine
     as long as each passes: content may span buckets.
     """
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        raise UnsafeUrl("refused an object URL that does not parse") from None
     loopback = _is_loopback(host)
     if parts.scheme not in ("https", "http") or not host:
         raise UnsafeUrl(f"refused object URL {describe(url)!r}: not an http(s) URL with a host")

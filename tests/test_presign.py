@@ -44,3 +44,52 @@ def test_scrub_never_leaves_a_signature_value_in_any_text(value):
     scrubbed = presign.scrub(text)
     assert f"X-Amz-Signature={value}" not in scrubbed
     assert "X-Amz-Signature=REDACTED" in scrubbed and "X-Amz-Security-Token=REDACTED" in scrubbed
+
+
+import re
+
+import pytest
+
+from mirror.errors import UnsafeUrl
+
+
+@pytest.mark.parametrize("url", [
+    "https://jumpstart-cache-prod-us-west-2.s3.us-west-2.amazonaws.com/a/b?X-Amz-Signature=x",
+    "https://bucket.s3.amazonaws.com/k", "https://s3.cn-north-1.amazonaws.com.cn/b/k",
+    "https://bucket.s3-accelerate.amazonaws.com/k", "https://bucket.s3.dualstack.eu-west-1.amazonaws.com/k",
+    "https://bucket.vpce-0a1b2c3d.s3.us-east-1.vpce.amazonaws.com/k",
+    "http://127.0.0.1:8080/b/k", "http://localhost/b/k", "http://[::1]:9000/b/k",
+])
+def test_s3_and_loopback_urls_pass_the_policy(url):
+    presign.check_url(url)
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://bucket.s3.amazonaws.com/k", "plain http"),
+    ("https://evil.example.com/k", "not an S3 endpoint"),
+    ("https://s3.amazonaws.com.evil.example/k", "not an S3 endpoint"),
+    ("https://ec2.us-east-1.amazonaws.com/k", "not an S3 endpoint"),
+    ("ftp://bucket.s3.amazonaws.com/k", "not an http(s) URL"),
+    ("file:///etc/passwd", "not an http(s) URL"),
+])
+def test_other_urls_are_refused_with_the_reason(url, why):
+    with pytest.raises(UnsafeUrl, match=re.escape(why)):
+        presign.check_url(url)
+
+
+def test_http_and_other_hosts_are_opt_in():
+    presign.check_url("http://bucket.s3.amazonaws.com/k", allow_http=True)
+    presign.check_url("https://gateway.internal/k", allow_hosts=("gateway.internal",))
+
+
+@given(st.text(max_size=60))
+def test_no_url_built_from_junk_passes_unless_it_is_s3_or_loopback(host):
+    url = f"https://{host}/object"
+    try:
+        presign.check_url(url)
+    except UnsafeUrl:
+        return
+    from urllib.parse import urlsplit
+    name = (urlsplit(url).hostname or "").lower()
+    assert name.endswith((".amazonaws.com", ".amazonaws.com.cn")) or name in ("localhost",) or \
+        name.startswith("127.") or name == "::1"
