@@ -240,12 +240,13 @@ def _sweep(corpus: Corpus, work: Path, emulator: Emulator, entries: list[Entry],
 
 
 def print_table(corpus: Corpus, rows: list[Row]) -> None:
-    mirror_wall = next((r.median("wall") for r in rows if r.tool.startswith("mirror")), None)
+    mirror_rows = [r for r in rows if r.tool.startswith("mirror")]
+    mirror_wall = mirror_rows[-1].median("wall") if mirror_rows else None  # a sweep: its widest run
     floor = max((r.median("wall") or 0) for r in rows if "floor" in r.tool) if any("floor" in r.tool for r in rows) \
         else None
     print(f"\n## {corpus.name}: {len(corpus.files)} files, {corpus.size / GiB:.2f} GiB")
     print(f"{'tool':34} {'wall s':>8} {'MiB/s':>8} {'files/s':>8} {'CPU s/GiB':>10} {'RSS MiB':>8} "
-          f"{'TTFB s':>7} {'mirror/tool':>11}")
+          f"{'TTFB s':>7} {'mirror÷tool':>11}")
     for row in rows:
         wall = row.median("wall")
         if wall is None:
