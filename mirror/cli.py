@@ -6,8 +6,10 @@ Only this layer parses arguments, prints, and picks the exit code (`errors.ExitC
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import functools
+import json
 import signal
 import sys
 from pathlib import Path
@@ -17,15 +19,32 @@ import anyio
 from rich.console import Console
 
 from . import __version__, events, presign
-from .config import (AwsSettings, StudioUrlSettings, build_aws_settings, build_sync_settings, format_size,
-                     parse_size, read_config_file)
+from .config import (AwsSettings, StudioUrlSettings, SyncSettings, build_aws_settings, build_sync_settings,
+                     format_size, parse_size, read_config_file, shard_from_environment)
+from .hub import ContentRef
+from .plan import PathFilter
+from .reporting import EventLog, JsonLines, fan_out, write_metrics
 from .errors import ExitCode, Interrupted, MirrorError, UsageError
-from .runner import SyncResult, loop_options, sync, verify
+from .runner import SyncResult, list_content, loop_options, sync, verify
 
 EPILOG_SYNC = """examples:
   mirror sync meta-textgeneration-llama-3-8b --dest /models/llama --accept-eula
   mirror sync my-model --hub my-private-hub --version 2.1.0 --dest /fsx/models
-  mirror sync --config mirror.toml
+  mirror sync my-model --dest /models/m --include '*.safetensors' --include config.json
+  mirror sync --config mirror.toml                 # every [jobs.NAME] in the file
+  mirror sync --config mirror.toml --job llama --dry-run
+  mirror sync my-model --dest /shared/m --shard-count 8   # K from JOB_COMPLETION_INDEX
+  mirror sync my-model --dest /models/m --json --metrics-file /var/lib/node_exporter/mirror.prom
+
+limits: --concurrency caps simultaneous requests (default 16); --per-host-connections caps
+those to any one host; --max-bandwidth caps the total rate (default: none).
+"""
+EPILOG_LS = """examples:
+  mirror ls meta-textgeneration-llama-3-8b
+  mirror ls my-model --version 2.1.0 --sizes --include '*.safetensors'
+"""
+EPILOG_VERIFY = """example:
+  mirror verify /models/llama && echo intact
 """
 EPILOG_STUDIO = """example:
   mirror studio-url --domain-id d-abc123 --user-profile data-scientist --expires-in 60
@@ -47,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_sync(commands)
+    _add_ls(commands)
     _add_verify(commands)
     _add_studio_url(commands)
     _add_emulator(commands)
@@ -61,6 +81,8 @@ def _add_aws_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--endpoint-url", dest="endpoint_url", help="SageMaker API endpoint, e.g. the emulator's")
     group.add_argument("--api-timeout", dest="api_timeout", type=float,
                        help="seconds to wait for an API answer before retrying (default 60)")
+    group.add_argument("--ca-bundle", dest="ca_bundle",
+                       help="PEM file of extra CAs to trust, for API and downloads (or AWS_CA_BUNDLE)")
 
 
 def _add_sync(commands: Any) -> None:
@@ -89,15 +111,60 @@ def _add_sync(commands: Any) -> None:
                    help="accept plain-http object URLs to hosts other than loopback")
     p.add_argument("--allow-host", dest="allow_hosts", action="append", metavar="HOST",
                    help="accept object URLs to HOST besides S3 endpoints (repeatable)")
-    p.add_argument("--config", type=Path, help="TOML file with any of these options (flags win)")
+    _add_filter_flags(p)
+    p.add_argument("--max-bandwidth", dest="max_bandwidth", metavar="RATE",
+                   help="total download rate cap, e.g. 500MB/s or 1GiB/s (default: none)")
+    p.add_argument("--per-host-connections", dest="per_host_connections", type=int, metavar="N",
+                   help="at most N connections to one host (default: no limit besides --concurrency)")
+    p.add_argument("--shard", metavar="K/N", help="take only shard K of N (K from 0) of the file list")
+    p.add_argument("--shard-count", dest="shard_count", type=int, metavar="N",
+                   help="N shards, K read from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID")
+    p.add_argument("--prewarm", action="store_true", help="read finished files into the page cache before exiting")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="print what would be fetched, skipped, resumed and deleted; change nothing")
+    p.add_argument("--config", type=Path, help="TOML file with defaults and [jobs.NAME] tables (flags win)")
+    p.add_argument("--job", help="run only this [jobs.NAME] of the config file (default: all)")
+    _add_output_flags(p)
     _add_aws_flags(p)
     p.set_defaults(handler=_run_sync)
+
+
+def _add_filter_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--include", action="append", metavar="GLOB",
+                        help="only files matching GLOB (repeatable; gitignore-like, see README)")
+    parser.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching GLOB (repeatable)")
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per event on stdout, then a summary object")
+    parser.add_argument("--metrics-file", dest="metrics_file", type=Path, metavar="PATH",
+                        help="write a Prometheus textfile (for node_exporter) at the end")
+    parser.add_argument("-v", "--verbose", action="store_true", help="a line per retry, renewal and file")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+
+
+def _add_ls(commands: Any) -> None:
+    p = commands.add_parser("ls", help="list a content version's files without downloading",
+                            description="List the files (LocalPath) of a hub content version.", epilog=EPILOG_LS,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name")
+    p.add_argument("--hub", default="SageMakerPublicHub")
+    p.add_argument("--type", default="Model")
+    p.add_argument("--version", help="MAJOR.MINOR.PATCH or latest (default)")
+    p.add_argument("--accept-eula", dest="accept_eula", action="store_true")
+    p.add_argument("--sizes", action="store_true", help="probe each file's size (one empty ranged GET each)")
+    p.add_argument("--json", action="store_true", help="a JSON array of {path, size}")
+    _add_filter_flags(p)
+    _add_aws_flags(p)
+    p.set_defaults(handler=_run_ls)
 
 
 def _add_verify(commands: Any) -> None:
     p = commands.add_parser("verify", help="re-hash a mirrored directory against its manifest",
                             description="Re-hash every file under DEST against DEST/.mirror/manifest.json and "
-                                        "list what differs, is missing or is extra. Exit 0 only if all match.")
+                                        "list what differs, is missing or is extra. Exit 0 only if all match.",
+                            epilog=EPILOG_VERIFY, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dest", type=Path)
     p.set_defaults(handler=_run_verify)
 
@@ -152,16 +219,65 @@ def _add_demo(commands: Any) -> None:
 # --- handlers ------------------------------------------------------------------------------
 
 
+_NOT_SETTINGS = ("command", "handler", "config", "job", "json", "metrics_file", "verbose", "quiet", "shard_count")
+
+
 def _run_sync(args: argparse.Namespace, console: Console) -> int:
-    config = read_config_file(args.config) if hasattr(args, "config") else {}
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config")}
-    settings = build_sync_settings(given, config)
+    """Every job of the config (or the one named, or the flags alone); the worst exit code."""
+    config = read_config_file(args.config) if hasattr(args, "config") else None
+    job = getattr(args, "job", None)
+    if job is not None and config is None:
+        raise UsageError("--job: needs --config FILE")
+    given = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
+    if hasattr(args, "shard_count"):
+        given["shard"] = "/".join(map(str, shard_from_environment(args.shard_count)))
+    jobs = [job] if job is not None else (sorted(config.jobs) if config is not None and config.jobs else [None])
+    all_settings = [(name, build_sync_settings(given, config, name)) for name in jobs]  # all checked first
+    codes = [_sync_one(name, settings, args, console, several=len(jobs) > 1) for name, settings in all_settings]
+    return max(codes)
+
+
+def _sync_one(job: str | None, settings: SyncSettings, args: argparse.Namespace, console: Console,
+              *, several: bool) -> int:
+    as_json, quiet = getattr(args, "json", False), getattr(args, "quiet", False)
+    machine = JsonLines(job=job) if as_json else None
+    extra = [o for o in (machine, EventLog() if getattr(args, "verbose", False) else None) if o is not None]
 
     async def run() -> SyncResult:
-        with _progress(console, settings.name) as observer:
-            return await sync(settings, observer=observer)
+        with _progress(console, settings.name, enabled=not quiet) as shown:
+            return await sync(settings, observer=fan_out(shown, *extra))
 
-    return _report(_run(run), console)
+    try:
+        result = _run(run)
+    except MirrorError as exc:
+        if not several:
+            raise
+        _error(console, f"job {job}: {exc}")
+        return int(exc.exit_code)
+    code = _report(result, console, quiet=quiet or as_json, job=job if several else None)
+    if machine is not None:
+        machine.summary(result, code)
+    if hasattr(args, "metrics_file"):
+        write_metrics(args.metrics_file, result, name=settings.name, job=job, exit_code=code)
+    return code
+
+
+def _run_ls(args: argparse.Namespace, console: Console) -> int:
+    ref = ContentRef(args.hub, args.type, args.name, None if args.version in (None, "latest") else args.version,
+                     args.accept_eula, None)
+    SyncSettings(name=ref.name, dest=Path("."), hub=ref.hub, content_type=ref.content_type,
+                 version=ref.version)  # the same checks as sync, before any call
+    path_filter = PathFilter(tuple(args.include or ()), tuple(args.exclude or ()))
+    listing = _run(functools.partial(list_content, ref, _aws(args), path_filter, probe_sizes=args.sizes))
+    if args.json:
+        print(json.dumps({"version": listing.version, "files": [{"path": p, "size": s} for p, s in listing.files]}))
+        return ExitCode.OK
+    for path, size in listing.files:
+        print(f"{'' if size is None else size:>14}  {path}")
+    total = sum(s for _, s in listing.files if s is not None)
+    print(f"{len(listing.files)} files" + (f", {format_size(total)}" if args.sizes else "") +
+          f" in {ref.name} {listing.version or '(latest)'}", file=sys.stderr)
+    return ExitCode.OK
 
 
 def _run_verify(args: argparse.Namespace, console: Console) -> int:
@@ -258,7 +374,7 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def _aws(args: argparse.Namespace) -> AwsSettings:
-    return build_aws_settings({k: getattr(args, k, None) for k in ("region", "profile", "endpoint_url", "api_timeout")})
+    return build_aws_settings({k: getattr(args, k, None) for k in ("region", "profile", "endpoint_url", "api_timeout", "ca_bundle")})
 
 
 def _run(function: Callable[[], Any]) -> Any:
@@ -288,16 +404,35 @@ async def _until_signal(function: Callable[[], Any]) -> Any:
     return result
 
 
-def _progress(console: Console, title: str) -> ContextManager[events.Observer]:
+def _progress(console: Console, title: str, *, enabled: bool = True) -> ContextManager[events.Observer]:
     """A rich display on a terminal; nothing at all otherwise (logs stay clean)."""
-    if not console.is_terminal:
+    if not console.is_terminal or not enabled:
         return contextlib.nullcontext(events.ignore)
     from .progress import RichProgress
 
     return RichProgress(title, console)
 
 
-def _report(result: SyncResult, console: Console) -> int:
+def _report(result: SyncResult, console: Console, *, quiet: bool = False, job: str | None = None) -> int:
+    """The summary line on stdout (unless quiet), problems on stderr; the exit code."""
+    code = _exit_code(result)
+    if not quiet:
+        _print_summary(result, console, job)
+    return code
+
+
+def _exit_code(result: SyncResult) -> int:
+    if result.refused:
+        return ExitCode.UNSAFE_CONTENT
+    return ExitCode.TRANSFER_FAILED if result.failed else ExitCode.OK
+
+
+def _print_summary(result: SyncResult, console: Console, job: str | None) -> None:
+    if result.planned:
+        for path, action in sorted(result.planned.items()):
+            print(f"{action:8} {path}")
+        counts = collections.Counter(result.planned.values())
+        print("dry run: " + ", ".join(f"{n} to {a}" for a, n in sorted(counts.items())) + "; nothing changed")
     rate = result.bytes_downloaded / result.elapsed if result.elapsed > 0 else 0.0
     fetched = len(result.completed) - len(result.skipped)
     notes = [f"{len(result.skipped)} unchanged" if result.skipped else "",
@@ -306,18 +441,20 @@ def _report(result: SyncResult, console: Console) -> int:
              f"{len(result.deleted)} deleted" if result.deleted else "",
              f"{len(result.extra)} extra kept" if result.extra and not result.deleted else ""]
     noted = ", ".join(n for n in notes if n)
-    print(f"mirrored {fetched} files, {format_size(result.bytes_downloaded)} in {result.elapsed:.1f} s "
-          f"({format_size(rate)}/s){f'; {noted}' if noted else ''} into {result.dest}")
+    prefix = f"job {job}: " if job else ""
+    version = f" {result.version}" if result.version else ""
+    if not result.planned:
+        print(f"{prefix}mirrored {fetched} files{version and f' of{version}'}, {format_size(result.bytes_downloaded)} "
+              f"in {result.elapsed:.1f} s ({format_size(rate)}/s){f'; {noted}' if noted else ''} into {result.dest}")
     for path, reason in {**result.refused, **result.failed}.items():
         console.print(f"mirror: {path}: {presign.scrub(reason)}", markup=False, highlight=False)
     for path, reason in result.unverified.items():
         console.print(f"mirror: {path}: unverified: {reason}", markup=False, highlight=False)
-    for path in [] if result.deleted else result.extra:
+    for path in [] if result.deleted or result.planned else result.extra:
         console.print(f"mirror: {path}: no longer listed; kept (use --delete to remove)", markup=False,
                       highlight=False)
-    if result.refused:
-        return ExitCode.UNSAFE_CONTENT
-    return ExitCode.TRANSFER_FAILED if result.failed else ExitCode.OK
+    if result.prewarmed_bytes:
+        print(f"prewarmed {format_size(result.prewarmed_bytes)} into the page cache")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

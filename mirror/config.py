@@ -10,6 +10,7 @@ patterns) is checked here, so a bad value fails before any network call.
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -50,6 +51,38 @@ def parse_size(text: str | int, *, key: str = "size") -> int:
     return int(float(number) * base ** _POWERS[prefix.lower()])
 
 
+def parse_rate(text: str | int, *, key: str = "rate") -> int:
+    """`500MB/s`, `1GiB/s`, `800M` or plain bytes per second -> bytes per second."""
+    value = text.removesuffix("/s") if isinstance(text, str) else text
+    return parse_size(value, key=key)
+
+
+def parse_shard(text: str, *, key: str = "shard") -> tuple[int, int]:
+    """`K/N` (K counted from 0, as Kubernetes indexes are) -> (K, N)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match:
+        raise UsageError(f"{key}: expected K/N such as 0/4 (K from 0 to N-1), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def shard_from_environment(count: int) -> tuple[int, int]:
+    """This host's shard when only the count is given: the index comes from the scheduler.
+
+    Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX (from 0); Slurm arrays set
+    SLURM_ARRAY_TASK_ID, counted here from SLURM_ARRAY_TASK_MIN (default 0).
+    """
+    env = os.environ
+    if "JOB_COMPLETION_INDEX" in env:
+        index = env["JOB_COMPLETION_INDEX"]
+    elif "SLURM_ARRAY_TASK_ID" in env:
+        index = str(int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0")))
+    else:
+        raise UsageError("--shard-count: set JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID, or use --shard K/N")
+    if not index.isdigit():
+        raise UsageError(f"--shard-count: the shard index {index!r} from the environment is not a number")
+    return int(index), count
+
+
 def format_size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -67,6 +100,7 @@ class AwsSettings:
     endpoint_url: str | None = None
     api_attempts: int = 8  # botocore "standard" retries: throttling and transient API errors
     api_timeout: float = 60.0  # seconds to wait for an API answer before retrying
+    ca_bundle: str | None = None  # PEM file of CAs to trust (TLS-inspecting proxies); or AWS_CA_BUNDLE
 
     def __post_init__(self) -> None:
         _check_range("api_attempts", self.api_attempts, 1, 20)
@@ -93,6 +127,13 @@ class SyncSettings:
     delete: bool = False  # remove files under DEST that the content no longer lists
     allow_http: bool = False  # accept plain-http object URLs to hosts other than loopback
     allow_hosts: tuple[str, ...] = ()  # object URL hosts accepted besides S3 endpoints and loopback
+    include: tuple[str, ...] = ()  # globs: keep only matching files (see plan.PathFilter)
+    exclude: tuple[str, ...] = ()  # globs: drop matching files
+    max_bandwidth: int | None = None  # bytes/s over all connections; None = unlimited
+    per_host_connections: int | None = None  # connections to one host at once; None = no extra limit
+    shard: tuple[int, int] | None = None  # (K, N): this run takes the files of shard K of N
+    prewarm: bool = False  # read finished files into the page cache before exiting
+    dry_run: bool = False  # list what would be fetched, skipped and deleted; change nothing
     aws: AwsSettings = field(default_factory=AwsSettings)
 
     def __post_init__(self) -> None:
@@ -109,6 +150,16 @@ class SyncSettings:
         _check_range("page_size", self.page_size, 1, 100)
         _check_range("refresh_margin", self.refresh_margin, 0, 3600)
         _check_range("retries", self.retries, 0, 100)
+        if self.max_bandwidth is not None:
+            _check_range("max_bandwidth", self.max_bandwidth, 1024, 10**12)
+        if self.per_host_connections is not None:
+            _check_range("per_host_connections", self.per_host_connections, 1, 256)
+        if self.shard is not None:
+            _check_range("shard count", self.shard[1], 1, 100_000)
+            _check_range("shard index", self.shard[0], 0, self.shard[1] - 1)
+            if self.delete:
+                raise UsageError("delete: cannot be combined with shard: one shard does not know the "
+                                 "other shards' files")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -172,13 +223,26 @@ _SYNC_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "require_verified": ("require_verified", lambda v, k: _expect(v, bool, k)),
     "delete": ("delete", lambda v, k: _expect(v, bool, k)),
     "allow_http": ("allow_http", lambda v, k: _expect(v, bool, k)),
-    "allow_hosts": ("allow_hosts", lambda v, k: tuple(_expect(h, str, k).lower() for h in _expect(v, (list, tuple), k))),
+    "allow_hosts": ("allow_hosts", lambda v, k: tuple(h.lower() for h in _strings(v, k))),
+    "include": ("include", lambda v, k: _strings(v, k)),
+    "exclude": ("exclude", lambda v, k: _strings(v, k)),
+    "max_bandwidth": ("max_bandwidth", lambda v, k: parse_rate(_expect(v, (str, int), k), key=k)),
+    "per_host_connections": ("per_host_connections", lambda v, k: _expect(v, int, k)),
+    "shard": ("shard", lambda v, k: parse_shard(_expect(v, str, k), key=k)),
+    "prewarm": ("prewarm", lambda v, k: _expect(v, bool, k)),
+    "dry_run": ("dry_run", lambda v, k: _expect(v, bool, k)),
 }
+_FIELD_KEYS = {field_name: key for key, (field_name, _) in _SYNC_KEYS.items()}
+
+
+def _strings(value: Any, key: str) -> tuple[str, ...]:
+    return tuple(_expect(item, str, key) for item in _expect(value, (list, tuple), key))
 _AWS_KEYS: dict[str, Callable[[Any, str], Any]] = {
     "region": lambda v, k: _expect(v, str, k),
     "profile": lambda v, k: _expect(v, str, k),
     "endpoint_url": lambda v, k: _expect(v, str, k),
     "api_timeout": lambda v, k: float(_expect(v, (int, float), k)),
+    "ca_bundle": lambda v, k: _expect(v, str, k),
 }
 
 
@@ -202,7 +266,37 @@ def _version(value: str) -> str | None:
     return None if value == "latest" else value
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A parsed config: top-level keys are defaults; `[jobs.NAME]` tables are jobs."""
+
+    path: Path
+    text: str
+    defaults: dict[str, Any]
+    jobs: dict[str, dict[str, Any]]
+
+    def where(self, key: str, job: str | None = None) -> str:
+        """`config PATH:LINE` of a key, in its job's table when it has one."""
+        lines = self.text.splitlines()
+        start = 0
+        if job is not None:
+            header = re.compile(rf"^\s*\[\s*jobs\s*\.\s*\"?{re.escape(job)}\"?\s*\]")
+            start = next((i for i, line in enumerate(lines) if header.match(line)), 0)
+        pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        number = next((i for i in range(start, len(lines)) if pattern.match(lines[i])), start)
+        return f"config {self.path}:{number + 1}"
+
+    def job_values(self, job: str | None) -> dict[str, Any]:
+        """The merged values of one job (defaults, then the job's own keys)."""
+        if job is None:
+            return dict(self.defaults)
+        if job not in self.jobs:
+            known = ", ".join(sorted(self.jobs)) or "none"
+            raise UsageError(f"--job {job!r}: no such job in {self.path} (jobs: {known})")
+        return {**self.defaults, **self.jobs[job]}
+
+
+def read_config_file(path: Path) -> ConfigFile:
     """Parse a TOML config; unknown keys are errors that name the key, file and line."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -212,28 +306,39 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path}: {exc}") from exc
+    jobs = data.pop("jobs", {})
+    config = ConfigFile(path, text, data, jobs if isinstance(jobs, dict) else {})
+    if not isinstance(jobs, dict) or not all(isinstance(v, dict) for v in jobs.values()):
+        raise UsageError(f"{config.where('jobs')}: `jobs` must be tables, [jobs.NAME]")
     known = set(_SYNC_KEYS) | set(_AWS_KEYS)
-    for key in data:
-        if key not in known:
-            raise UsageError(f"config {path}:{_line_of(text, key)}: unknown key {key!r}")
-    return data
+    for job, values in [(None, data), *jobs.items()]:
+        for key in values:
+            if key not in known:
+                raise UsageError(f"{config.where(key, job)}: unknown key {key!r}")
+    return config
 
 
-def _line_of(text: str, key: str) -> int:
-    pattern = re.compile(rf"^\s*\[?\s*\"?{re.escape(key)}\"?\s*[=\]]")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if pattern.match(line):
-            return number
-    return 1
-
-
-def build_sync_settings(flags: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> SyncSettings:
-    """Merge config values and explicitly given flags (flags win) into SyncSettings.
+def build_sync_settings(flags: Mapping[str, Any], config: ConfigFile | None = None,
+                        job: str | None = None) -> SyncSettings:
+    """Merge a config job's values and explicitly given flags (flags win) into SyncSettings.
 
     `flags` holds only what the user typed, keyed like the TOML file; absent means "not
-    given", which is different from a given value of None.
+    given", which is different from a given value of None. An error in a value that came
+    from the file names the file and line.
     """
-    merged = {**(config or {}), **flags}
+    from_file = config.job_values(job) if config is not None else {}
+    merged = {**from_file, **flags}
+    try:
+        return _settings(merged)
+    except UsageError as exc:
+        key = _FIELD_KEYS.get(str(exc).split(":")[0].split()[0], str(exc).split(":")[0].split()[0])
+        if config is not None and key in from_file and key not in flags:
+            raise UsageError(f"{config.where(key, job if job in config.jobs and key in config.jobs[job] else None)}: "
+                             f"{exc}") from exc
+        raise
+
+
+def _settings(merged: Mapping[str, Any]) -> SyncSettings:
     values: dict[str, Any] = {}
     for key, (field_name, convert) in _SYNC_KEYS.items():
         if key in merged:

@@ -47,6 +47,15 @@ class FileRestarted:
 
 
 @dataclass(frozen=True, slots=True)
+class FilePlanned:
+    """--dry-run: what would happen to this file."""
+
+    path: str
+    action: str  # "fetch", "resume", "skip", "refetch", "delete"
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ExtraFile:
     """A file under DEST the content no longer has; deleted only with --delete."""
 
@@ -82,7 +91,7 @@ class PageListed:
 
 
 Event = Union[FileStarted, BytesWritten, FileFinished, FileSkipped, FileRestarted, FileFailed, Retrying,
-              UrlsRefreshed, PageListed, ExtraFile]
+              UrlsRefreshed, PageListed, ExtraFile, FilePlanned]
 Observer = Callable[[Event], None]
 
 

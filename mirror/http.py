@@ -8,7 +8,9 @@ below, whose messages never contain the URL's query string.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -103,13 +105,18 @@ class RangeClient:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, *, connections: int) -> AsyncIterator["RangeClient"]:
-        """A client whose connector allows `connections` at once: every request waits
-        (first come, first served) for one, and holds it until its body is read."""
-        connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=300)
+    async def open(cls, *, connections: int, per_host: int | None = None,
+                   ca_bundle: str | None = None) -> AsyncIterator["RangeClient"]:
+        """A client whose connector allows `connections` at once (and `per_host` to one host):
+        every request waits, first come first served, for one and holds it until its body is
+        read. HTTP(S)_PROXY / NO_PROXY are honoured; `ca_bundle` (or AWS_CA_BUNDLE) adds the
+        CAs of a TLS-inspecting proxy or private endpoint."""
+        bundle = ca_bundle or os.environ.get("AWS_CA_BUNDLE")
+        tls = ssl.create_default_context(cafile=bundle) if bundle else True
+        connector = aiohttp.TCPConnector(limit=connections, limit_per_host=per_host or 0, ttl_dns_cache=300, ssl=tls)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=60)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                         read_bufsize=_READ_SIZE) as session:
+                                         read_bufsize=_READ_SIZE, trust_env=True) as session:
             yield cls(session)
 
     @asynccontextmanager

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ class ContentRef:
         return cls(settings.hub, settings.content_type, settings.name, settings.version,
                    settings.accept_eula, settings.expected_s3_url)
 
+    def at(self, version: str | None) -> "ContentRef":
+        return dataclasses.replace(self, version=version)
+
     def request(self, page_size: int, token: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"HubName": self.hub, "HubContentType": self.content_type,
                                   "HubContentName": self.name, "MaxResults": page_size}
@@ -80,7 +84,8 @@ class HubClient:
         try:
             session = AioSession(profile=aws.profile)
             context = session.create_client("sagemaker", region_name=_region(session, aws),
-                                            endpoint_url=aws.endpoint_url, config=_api_config(aws))
+                                            endpoint_url=aws.endpoint_url, config=_api_config(aws),
+                                            verify=aws.ca_bundle)
             client = await context.__aenter__()
         except botocore.exceptions.ProfileNotFound as exc:
             raise UsageError(f"AWS profile {aws.profile!r} not found") from exc
@@ -111,6 +116,29 @@ class HubClient:
             if next_token is None:
                 return
             token, index = next_token, index + 1
+
+    async def latest_version(self, ref: ContentRef) -> str | None:
+        """The highest semantic version from ListHubContentVersions (no paginator: a loop).
+
+        None when the caller may not list versions (the HyperPod gated-model policy grants
+        only CreateHubContentPresignedUrls): the service then serves its latest itself.
+        """
+        versions: list[str] = []
+        token: str | None = None
+        while True:
+            params = {"HubName": ref.hub, "HubContentType": ref.content_type, "HubContentName": ref.name}
+            try:
+                reply = await self._call("list_hub_content_versions", **params,
+                                         **({"NextToken": token} if token else {}))
+            except AccessDenied:
+                return None
+            versions += [s["HubContentVersion"] for s in reply.get("HubContentSummaries", [])]
+            token = reply.get("NextToken")
+            if not token:
+                break
+        if not versions:
+            raise ContentNotFound(f"no versions of {ref.name} in hub {ref.hub}")
+        return max(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
 
     async def studio_url(self, settings: StudioUrlSettings) -> str:
         params: dict[str, Any] = {"DomainId": settings.domain_id, "UserProfileName": settings.user_profile}

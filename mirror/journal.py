@@ -82,8 +82,15 @@ class Journal:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, dest: Path) -> "Journal":
-        path = state_dir(dest) / "journal.sqlite"
+    def open(cls, dest: Path, suffix: str = "", *, read_only: bool = False) -> "Journal":
+        """The journal of DEST (one per shard: `suffix`); read-only opens it as it is, or empty."""
+        path = state_dir(dest) / f"journal{suffix}.sqlite"
+        if read_only:
+            uri = f"file:{path}?immutable=1" if path.exists() else "file::memory:"
+            connection = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            if not path.exists():
+                connection.executescript(_SCHEMA)
+            return cls(connection)
         try:
             path.parent.mkdir(exist_ok=True)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -154,8 +161,8 @@ class DestinationLock:
     killed run is simply taken by the next one. The holder's PID is written for messages.
     """
 
-    def __init__(self, dest: Path) -> None:
-        self.path = state_dir(dest) / "lock"
+    def __init__(self, dest: Path, suffix: str = "") -> None:
+        self.path = state_dir(dest) / f"lock{suffix}"
         self._fd: int | None = None
 
     def acquire(self) -> None:

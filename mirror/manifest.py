@@ -31,17 +31,22 @@ FORMAT = "mirror-manifest/1"
 _READ_SIZE = 1 << 20
 
 
-def manifest_path(dest: Path) -> Path:
-    return state_dir(dest) / "manifest.json"
+def manifest_path(dest: Path, suffix: str = "") -> Path:
+    return state_dir(dest) / f"manifest{suffix}.json"
 
 
-def write_manifest(dest: Path, content: dict[str, Any], records: Iterable[FileRecord]) -> Path:
+def manifest_paths(dest: Path) -> list[Path]:
+    """Every manifest of DEST: one, or one per shard that wrote into it."""
+    return sorted(state_dir(dest).glob("manifest*.json"))
+
+
+def write_manifest(dest: Path, content: dict[str, Any], records: Iterable[FileRecord], suffix: str = "") -> Path:
     """Write the manifest atomically: a temporary file, fsynced, renamed over the old one."""
     files = {r.path: {"size": r.size, "etag": r.etag, "sha256": r.sha256, "verified": r.verified,
                       "method": r.method, "detail": r.detail or ""} for r in sorted(records, key=lambda r: r.path)}
     document = {"format": FORMAT, "written": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "content": content, "files": files}
-    target = manifest_path(dest)
+    target = manifest_path(dest, suffix)
     temporary = target.with_name(f".manifest.{os.getpid()}.tmp")
     try:
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -54,17 +59,21 @@ def write_manifest(dest: Path, content: dict[str, Any], records: Iterable[FileRe
     return target
 
 
-def read_manifest(dest: Path) -> dict[str, Any]:
-    path = manifest_path(dest)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no manifest; run `mirror sync` into {dest} first") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: unreadable manifest: {exc}") from exc
-    if document.get("format") != FORMAT:
-        raise UsageError(f"{path}: unknown manifest format {document.get('format')!r}")
-    return document
+def read_manifests(dest: Path) -> dict[str, Any]:
+    """The files of every manifest of DEST (shards' manifests together)."""
+    paths = manifest_paths(dest)
+    if not paths:
+        raise UsageError(f"{manifest_path(dest)}: no manifest; run `mirror sync` into {dest} first")
+    files: dict[str, Any] = {}
+    for path in paths:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: unreadable manifest: {exc}") from exc
+        if document.get("format") != FORMAT:
+            raise UsageError(f"{path}: unknown manifest format {document.get('format')!r}")
+        files.update(document["files"])
+    return files
 
 
 def files_on_disk(dest: Path) -> set[str]:

@@ -7,7 +7,9 @@ files start first and URLs are used in the order they were issued.
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Protocol
@@ -150,3 +152,63 @@ def decide(record: FileRecord | None, final_stat: os.stat_result | None, part_st
     if part_stat is None and final_stat is not None and final_stat.st_size == record.size:
         return Action.ADOPT
     return Action.FETCH
+
+
+# --- filters and shards ------------------------------------------------------------------------
+
+
+class PathFilter:
+    """`--include` / `--exclude` globs with gitignore-like meaning.
+
+    - A pattern without `/` matches a name at any depth (`*.safetensors`, `config.json`).
+    - A pattern with `/` is anchored at the top of the content (`/onnx/*`, `tokenizer/*.json`);
+      a leading `/` is optional.
+    - `*` and `?` stay inside one path component; `**` spans components (`**/*.json`).
+    - A trailing `/` names a folder and everything below it (`onnx/`).
+    - A file is kept if it matches any include (or no include is given) and no exclude.
+    """
+
+    def __init__(self, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> None:
+        self._include = [_glob(p) for p in include]
+        self._exclude = [_glob(p) for p in exclude]
+
+    def __bool__(self) -> bool:
+        return bool(self._include or self._exclude)
+
+    def keeps(self, relative: str) -> bool:
+        if self._include and not any(p.match(relative) for p in self._include):
+            return False
+        return not any(p.match(relative) for p in self._exclude)
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    folder = pattern.endswith("/")
+    body = pattern.strip("/")
+    anchored = "/" in pattern.rstrip("/")
+    regex = ""
+    index = 0
+    while index < len(body):
+        if body.startswith("**/", index):
+            regex, index = regex + "(?:.*/)?", index + 3
+        elif body.startswith("**", index):
+            regex, index = regex + ".*", index + 2
+        else:
+            regex += {"*": "[^/]*", "?": "[^/]"}.get(body[index], re.escape(body[index]))
+            index += 1
+    prefix = "" if anchored else "(?:.*/)?"
+    suffix = "/.*" if folder else "(?:/.*)?"
+    return re.compile(f"{prefix}{regex}{suffix}", re.DOTALL) if regex else re.compile(".*")
+
+
+def in_shard(relative: str, shard: tuple[int, int] | None) -> bool:
+    """Whether shard K of N (K from 0) owns this path: a stable hash, the same on every host."""
+    if shard is None:
+        return True
+    index, count = shard
+    digest = hashlib.sha256(relative.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+def state_suffix(shard: tuple[int, int] | None) -> str:
+    """Shards filling one DEST keep their own lock, journal and manifest: `.shard-K-of-N`."""
+    return "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"

@@ -24,14 +24,15 @@ import anyio
 from anyio.abc import ObjectSendStream
 
 from . import events, plan, presign
-from .config import SyncSettings
-from .disk import disk_error, is_case_insensitive, prepare_destination
+from .config import AwsSettings, SyncSettings
+from .disk import disk_error, is_case_insensitive, prepare_destination, prewarm
 from .errors import MirrorError, UnsafeLocalPath, UnsafeUrl
-from .http import RangeClient
+from .http import EmptyObject, RangeClient
 from .hub import ContentRef, HubClient, Page
 from .journal import DestinationLock, Journal
-from .manifest import VerifyReport, check_file, files_on_disk, read_manifest, write_manifest
+from .manifest import VerifyReport, check_file, files_on_disk, read_manifests, write_manifest
 from .paths import PART_SUFFIX
+from .presign import PresignedUrl
 from .transfer import Pool
 
 
@@ -47,41 +48,127 @@ class SyncResult:
     unverified: dict[str, str] = field(default_factory=dict)  # path -> why nothing could verify it
     extra: list[str] = field(default_factory=list)  # under DEST but no longer listed
     deleted: list[str] = field(default_factory=list)  # extra files removed (--delete)
+    planned: dict[str, str] = field(default_factory=dict)  # --dry-run: path -> what would happen
+    version: str | None = None  # the version mirrored; None when "latest" could not be resolved
     bytes_downloaded: int = 0
+    retries: int = 0
+    url_refreshes: int = 0
+    prewarmed_bytes: int = 0
     elapsed: float = 0.0
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.refused
 
+    @property
+    def verified(self) -> list[str]:
+        """Files whose bytes matched the server's ETag or checksum (this run or earlier)."""
+        return [path for path in self.completed if path not in self.unverified]
+
 
 async def sync(settings: SyncSettings, *, observer: events.Observer = events.ignore) -> SyncResult:
-    """Mirror one hub content version into `settings.dest`. Raises `MirrorError`s."""
+    """Mirror one hub content version into `settings.dest`. Raises `MirrorError`s.
+
+    With `dry_run` nothing is written: DEST is not even created, and the journal is read as
+    it is; each file's fate arrives as a `FilePlanned` event and in `SyncResult.planned`.
+    """
     started = time.monotonic()
-    dest = await anyio.to_thread.run_sync(prepare_destination, settings.dest)
-    async with _locked_journal(dest) as journal:
+    counts = _Counts(observer)
+    dest = settings.dest.resolve() if settings.dry_run else \
+        await anyio.to_thread.run_sync(prepare_destination, settings.dest)
+    suffix = plan.state_suffix(settings.shard)
+    async with _locked_journal(dest, suffix, read_only=settings.dry_run) as journal:
         records = await anyio.to_thread.run_sync(journal.records)
-        folds_case = await anyio.to_thread.run_sync(is_case_insensitive, dest)
-        producer = _Producer(settings, plan.ListedPaths(case_insensitive=folds_case))
-        async with HubClient.open(settings.aws, observer) as hub, \
-                RangeClient.open(connections=settings.concurrency) as client:
-            pool = Pool(settings, dest, client, journal, records, observer)
+        folds_case = not settings.dry_run and await anyio.to_thread.run_sync(is_case_insensitive, dest)
+        async with HubClient.open(settings.aws, counts) as hub, \
+                RangeClient.open(connections=settings.concurrency, per_host=settings.per_host_connections,
+                                 ca_bundle=settings.aws.ca_bundle) as client:
+            ref = ContentRef.of(settings)
+            ref = ref if ref.version is not None else ref.at(await hub.latest_version(ref))
+            producer = _Producer(settings, ref, plan.ListedPaths(case_insensitive=folds_case))
+            pool = Pool(settings, dest, client, journal, records, counts)
             send, receive = anyio.create_memory_object_stream[plan.FileJob](0)
             async with anyio.create_task_group() as group:
                 group.start_soon(producer.run, hub, send, pool)
                 await pool.run(receive)
-        await anyio.to_thread.run_sync(_write_manifest, dest, settings, journal, producer.listed)
+        if not settings.dry_run:
+            await anyio.to_thread.run_sync(_write_manifest, dest, ref, journal, producer.listed, suffix)
         if pool.fatal is not None:
             raise pool.fatal
         if producer.error is not None:
             raise producer.error  # never judge extras against an incomplete listing
-        extra = await anyio.to_thread.run_sync(_extra_files, dest, producer.listed)
-        deleted = await anyio.to_thread.run_sync(_delete, dest, extra, journal) if settings.delete else []
+        extra, deleted = await _tidy(settings, dest, producer.listed, journal, pool)
+        prewarmed = await anyio.to_thread.run_sync(prewarm, dest, list(pool.result.completed)) \
+            if settings.prewarm and not settings.dry_run else 0
     for path in extra:
         observer(events.ExtraFile(path, deleted=path in deleted))
     outcome = pool.result
     return SyncResult(dest, outcome.completed, outcome.failures, producer.refused, outcome.skipped,
-                      outcome.unverified, extra, deleted, outcome.bytes_written, time.monotonic() - started)
+                      outcome.unverified, extra, deleted, outcome.planned, ref.version, outcome.bytes_written,
+                      counts.retries, counts.url_refreshes, prewarmed, time.monotonic() - started)
+
+
+async def _tidy(settings: SyncSettings, dest: Path, listed: set[str], journal: Journal,
+                pool: Pool) -> tuple[list[str], list[str]]:
+    """Extra files under DEST (none are known to one shard); deleted with --delete."""
+    if settings.shard is not None or not dest.is_dir():
+        return [], []
+    extra = await anyio.to_thread.run_sync(_extra_files, dest, listed)
+    if settings.dry_run:
+        for path in extra if settings.delete else []:
+            pool.plan(path, "delete", "no longer listed")
+        return extra, []
+    deleted = await anyio.to_thread.run_sync(_delete, dest, extra, journal) if settings.delete else []
+    return extra, deleted
+
+
+class _Counts:
+    """Passes events on, counting retries and URL renewals for the result."""
+
+    def __init__(self, observer: events.Observer) -> None:
+        self.observer = observer
+        self.retries = self.url_refreshes = 0
+
+    def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.Retrying):
+            self.retries += 1
+        elif isinstance(event, events.UrlsRefreshed):
+            self.url_refreshes += 1
+        self.observer(event)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    version: str | None  # None: "latest" could not be resolved (no ListHubContentVersions permission)
+    files: list[tuple[str, int | None]]  # (path below DEST, size if probed)
+
+
+async def list_content(ref: ContentRef, aws: AwsSettings, path_filter: plan.PathFilter, *,
+                       probe_sizes: bool = False, concurrency: int = 16) -> Listing:
+    """The files of a content version, without downloading them (sizes by an empty ranged GET)."""
+    async with HubClient.open(aws) as hub, RangeClient.open(connections=concurrency,
+                                                           ca_bundle=aws.ca_bundle) as client:
+        ref = ref if ref.version is not None else ref.at(await hub.latest_version(ref))
+        entries: list[tuple[str, PresignedUrl]] = []
+        async for page in hub.pages(ref, 100):
+            for local_path, url in page.urls.items():
+                relative = plan.file_job(local_path, page.lease(local_path)).relative.as_posix()
+                if path_filter.keeps(relative):
+                    entries.append((relative, url))
+        sizes: dict[str, int | None] = {path: None for path, _ in entries}
+        if probe_sizes:
+            async with anyio.create_task_group() as group:
+                for path, url in entries:
+                    group.start_soon(_probe_size, client, url, path, sizes)
+    return Listing(ref.version, sorted(sizes.items()))
+
+
+async def _probe_size(client: RangeClient, url: PresignedUrl, path: str, sizes: dict[str, int | None]) -> None:
+    try:
+        async with client.get(url.url, 0, 0, None) as body:
+            sizes[path] = body.total
+    except EmptyObject:
+        sizes[path] = 0
 
 
 async def verify(dest: Path, *, observer: events.Observer = events.ignore) -> VerifyReport:
@@ -89,8 +176,7 @@ async def verify(dest: Path, *, observer: events.Observer = events.ignore) -> Ve
     dest = dest.resolve()
     report = VerifyReport()
     async with _locked_journal(dest):
-        document = await anyio.to_thread.run_sync(read_manifest, dest)
-        entries: dict[str, Any] = document["files"]
+        entries: dict[str, Any] = await anyio.to_thread.run_sync(read_manifests, dest)
         limiter = anyio.CapacityLimiter(4)
 
         async def check(path: str) -> None:
@@ -111,11 +197,19 @@ async def verify(dest: Path, *, observer: events.Observer = events.ignore) -> Ve
 
 
 @asynccontextmanager
-async def _locked_journal(dest: Path) -> AsyncIterator[Journal]:
-    lock = DestinationLock(dest)
+async def _locked_journal(dest: Path, suffix: str = "", *, read_only: bool = False) -> AsyncIterator[Journal]:
+    """The journal, under the destination's lock (a read-only look needs no lock)."""
+    if read_only:
+        journal = await anyio.to_thread.run_sync(functools.partial(Journal.open, dest, suffix, read_only=True))
+        try:
+            yield journal
+        finally:
+            journal.close()
+        return
+    lock = DestinationLock(dest, suffix)
     await anyio.to_thread.run_sync(lock.acquire)
     try:
-        journal = await anyio.to_thread.run_sync(Journal.open, dest)
+        journal = await anyio.to_thread.run_sync(Journal.open, dest, suffix)
         try:
             yield journal
         finally:
@@ -124,11 +218,11 @@ async def _locked_journal(dest: Path) -> AsyncIterator[Journal]:
         lock.release()
 
 
-def _write_manifest(dest: Path, settings: SyncSettings, journal: Journal, listed: set[str]) -> None:
-    content = {"hub": settings.hub, "type": settings.content_type, "name": settings.name,
-               "version": settings.version}
+def _write_manifest(dest: Path, ref: ContentRef, journal: Journal, listed: set[str], suffix: str) -> None:
+    content = {"hub": ref.hub, "type": ref.content_type, "name": ref.name, "version": ref.version}
     records = journal.records()
-    write_manifest(dest, content, [r for path, r in records.items() if path in listed and r.state == "complete"])
+    write_manifest(dest, content, [r for path, r in records.items() if path in listed and r.state == "complete"],
+                   suffix)
 
 
 def _extra_files(dest: Path, listed: set[str]) -> list[str]:
@@ -175,12 +269,13 @@ def loop_options() -> dict[str, bool]:
 class _Producer:
     """Pages the listing into the job stream; keeps the first listing error for later."""
 
-    def __init__(self, settings: SyncSettings, listed: plan.ListedPaths) -> None:
-        self.ref = ContentRef.of(settings)
+    def __init__(self, settings: SyncSettings, ref: ContentRef, listed: plan.ListedPaths) -> None:
+        self.ref = ref
         self.settings = settings
         self.error: MirrorError | None = None
         self.refused: dict[str, str] = {}
         self._listed = listed
+        self._filter = plan.PathFilter(settings.include, settings.exclude)
 
     @property
     def listed(self) -> set[str]:
@@ -212,6 +307,8 @@ class _Producer:
             return None
         try:
             job = plan.file_job(local_path, page.lease(local_path))
+            if not self._wanted(job.relative.as_posix()):
+                return None
             presign.check_url(page.urls[local_path].url, allow_http=self.settings.allow_http,
                               allow_hosts=self.settings.allow_hosts)
         except (UnsafeLocalPath, UnsafeUrl) as exc:
@@ -223,6 +320,10 @@ class _Producer:
             return None
         self._listed.add(job.relative)
         return job
+
+    def _wanted(self, relative: str) -> bool:
+        """Kept by --include/--exclude, and in this run's shard."""
+        return self._filter.keeps(relative) and plan.in_shard(relative, self.settings.shard)
 
     def _refuse(self, local_path: str, reason: str, pool: Pool) -> None:
         self.refused[local_path] = reason

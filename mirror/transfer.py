@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import random
+import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,12 +98,32 @@ class _Cursor:
         return self.pos > self.end
 
 
+class Bandwidth:
+    """A total rate limit shared by every connection (--max-bandwidth).
+
+    Each block received books the next free slot on one timeline; the reader sleeps until
+    its slot, and since it reads nothing meanwhile, TCP slows the sender down.
+    """
+
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._free_at = clock()
+
+    def delay(self, count: int) -> float:
+        """Book `count` bytes; how long to wait before taking more."""
+        now = self._clock()
+        self._free_at = max(self._free_at, now - 0.25) + count / self.rate  # at most 0.25 s of burst
+        return max(0.0, self._free_at - now)
+
+
 @dataclass(slots=True)
 class PoolResult:
     completed: dict[str, int] = field(default_factory=dict)  # path -> size (fetched or unchanged)
     skipped: list[str] = field(default_factory=list)  # unchanged since the last run
     unverified: dict[str, str] = field(default_factory=dict)  # path -> why
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
+    planned: dict[str, str] = field(default_factory=dict)  # --dry-run: path -> action
     bytes_written: int = 0
 
 
@@ -125,6 +146,17 @@ class Pool:
         self._pending: list[Completion] = []
         self._workers: anyio.CancelScope | None = None
         self.fatal: DiskError | None = None  # a disk error that stopped the whole run
+        self._bandwidth = Bandwidth(settings.max_bandwidth) if settings.max_bandwidth else None
+
+    async def throttle(self, count: int) -> None:
+        if self._bandwidth is not None:
+            delay = self._bandwidth.delay(count)
+            if delay > 0:
+                await self.sleep(delay)
+
+    def plan(self, path: str, action: str, detail: str = "") -> None:
+        self.result.planned[path] = action
+        self.emit(events.FilePlanned(path, action, detail))
 
     def emit(self, event: events.Event) -> None:
         if isinstance(event, events.BytesWritten):
@@ -217,6 +249,9 @@ class FileDownload:
     async def run(self) -> None:
         final_stat, part_stat = await self.pool.blocking(self.part.stats) if self.record else (None, None)
         action = plan.decide(self.record, final_stat, part_stat)
+        if self.pool.settings.dry_run:
+            await self._plan_only(action)
+            return
         if action is plan.Action.PROBE and await self._unchanged():
             self.pool.result.completed[self.path] = self.record.size
             self.pool.result.skipped.append(self.path)
@@ -228,6 +263,17 @@ class FileDownload:
             await self.pool.blocking(self.part.adopt)
         await self._fetch_verified(resume=action in (plan.Action.RESUME, plan.Action.ADOPT),
                                    adopted=action is plan.Action.ADOPT)
+
+    async def _plan_only(self, action: plan.Action) -> None:
+        """--dry-run: say what would happen, touching nothing (a probe moves no payload)."""
+        if action is plan.Action.PROBE:
+            unchanged = await self._unchanged()
+            self.pool.plan(self.path, "skip" if unchanged else "refetch",
+                           "unchanged" if unchanged else "changed on the server")
+        elif action in (plan.Action.RESUME, plan.Action.ADOPT):
+            self.pool.plan(self.path, "resume", "partial download on disk")
+        else:
+            self.pool.plan(self.path, "fetch")
 
     async def _fetch_verified(self, *, resume: bool, adopted: bool = False) -> None:
         for download in range(1, MAX_DOWNLOADS + 1):
@@ -330,7 +376,9 @@ class FileDownload:
         try:
             async with self.pool.client.get(url.url, cursor.pos, cursor.end, self.etag) as body:
                 if self.size is None and body.start == 0 and body.end == body.total - 1 < SMALL_FILE:
-                    await self._store_whole(body.total, body.etag, body.headers, await body.read_all())
+                    data = await body.read_all()
+                    await self.pool.throttle(len(data))
+                    await self._store_whole(body.total, body.etag, body.headers, data)
                     cursor.end = -1
                     return
                 await self._accept(body, cursor)
@@ -394,6 +442,7 @@ class FileDownload:
         try:
             async with aclosing(body.blocks()) as blocks:
                 async for block in blocks:
+                    await self.pool.throttle(len(block))
                     if skip:
                         block, skip = block[skip:], max(0, skip - len(block))
                     block = block[: cursor.end - cursor.pos - pending_size + 1]
