@@ -105,15 +105,17 @@ class Bandwidth:
     its slot, and since it reads nothing meanwhile, TCP slows the sender down.
     """
 
+    BURST = 0.25  # seconds of traffic that may go at once after an idle spell
+
     def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self._clock = clock
-        self._free_at = clock()
+        self._free_at = clock() - self.BURST
 
     def delay(self, count: int) -> float:
         """Book `count` bytes; how long to wait before taking more."""
         now = self._clock()
-        self._free_at = max(self._free_at, now - 0.25) + count / self.rate  # at most 0.25 s of burst
+        self._free_at = max(self._free_at, now - self.BURST) + count / self.rate
         return max(0.0, self._free_at - now)
 
 

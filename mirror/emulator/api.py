@@ -54,6 +54,9 @@ class SageMakerApi:
             if "Authorization" not in request.headers:
                 raise ApiError("MissingAuthenticationTokenException", "Missing Authentication Token", 403)
             await self._inject_faults()
+            if operation in self.emulator.settings.denied_operations:
+                raise ApiError("AccessDeniedException",
+                               f"User is not authorized to perform: sagemaker:{operation}", 400)
             handler = self._operations.get(operation)
             if handler is None:
                 raise ApiError("UnknownOperationException", f"Unknown operation {operation!r}")

@@ -62,6 +62,7 @@ class EmulatorSettings:
     local_path_rewrites: dict[str, str] = field(default_factory=dict)  # true LocalPath -> one to report
     url_rewrites: dict[str, str] = field(default_factory=dict)  # true LocalPath -> scheme://host to report
     checksum: str | None = None  # send a full-object x-amz-checksum-<this> header
+    denied_operations: tuple[str, ...] = ()  # API operations the caller "may not" call (AccessDenied)
     hubs: tuple[str, ...] = ("SageMakerPublicHub",)
     studio_users: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"d-emulator0000": ("default-user",)}
