@@ -43,6 +43,9 @@ EPILOG_LS = """examples:
   mirror ls meta-textgeneration-llama-3-8b
   mirror ls my-model --version 2.1.0 --sizes --include '*.safetensors'
 """
+EPILOG_DEMO = """example:
+  mirror demo --dest /tmp/mirror-demo && mirror verify /tmp/mirror-demo
+"""
 EPILOG_VERIFY = """example:
   mirror verify /models/llama && echo intact
 """
@@ -211,7 +214,8 @@ def _add_emulator(commands: Any) -> None:
 def _add_demo(commands: Any) -> None:
     p = commands.add_parser("demo", help="mirror generated content from a built-in emulator",
                             description="Start the emulator in-process with ~250 MiB of generated content, "
-                                        "mirror it, and check every byte.")
+                                        "mirror it, and check every byte.",
+                            epilog=EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dest", type=Path, default=Path("mirror-demo"))
     p.set_defaults(handler=_run_demo)
 

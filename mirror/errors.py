@@ -6,6 +6,7 @@
     │   ├── ContentNotFound         ResourceNotFound: no such hub, content or version
     │   ├── EulaRequired            gated content asked for without --accept-eula
     │   └── AccessDenied            AccessDeniedException, missing or bad credentials
+    ├── Unverified                  a file nothing can verify, with --require-verified
     ├── DiskError                   the destination cannot be written (space, permission)
     ├── DestinationBusy             another process holds DEST/.mirror/lock
     ├── VerifyFailed                `mirror verify` found differences
@@ -79,6 +80,13 @@ class AccessDenied(HubError):
     """Credentials are missing or invalid, or the principal is not allowed."""
 
     exit_code = ExitCode.ACCESS_DENIED
+
+
+class Unverified(MirrorError):
+    """A file nothing can verify (e.g. an SSE-KMS ETag) while --require-verified is set;
+    reported as that file's failure."""
+
+    exit_code = ExitCode.TRANSFER_FAILED
 
 
 class DiskError(MirrorError):

@@ -16,7 +16,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .errors import UnsafeUrl
 
-SECRET_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token")
 _SECRET_IN_TEXT = re.compile(
     r"(X-Amz-(?:Signature|Credential|Security-Token))=([^&\s\"'<>]*)", re.IGNORECASE
 )
@@ -35,7 +34,7 @@ class PresignedUrl:
         return self.deadline - (time.monotonic() if now is None else now)
 
     def __repr__(self) -> str:  # never let a signature reach a log through repr()
-        return f"PresignedUrl({redact(self.url)!r}, remaining={self.remaining():.0f}s)"
+        return f"PresignedUrl({scrub(self.url)!r}, remaining={self.remaining():.0f}s)"
 
 
 def parse(url: str, *, wall_now: float | None = None, mono_now: float | None = None) -> PresignedUrl:
@@ -102,13 +101,9 @@ def _is_s3_host(host: str) -> bool:
     return any(label == "s3" or label.startswith("s3-") for label in host.split("."))
 
 
-def redact(url: str) -> str:
-    """The URL with every secret query value replaced, safe to log."""
-    return scrub(url)
-
-
 def scrub(text: str) -> str:
-    """Replace every signature, credential and token value found anywhere in `text`."""
+    """Replace every signature, credential and token value found anywhere in `text` (a URL,
+    a message, a log line), so it is safe to show."""
     return _SECRET_IN_TEXT.sub(r"\1=REDACTED", text)
 
 

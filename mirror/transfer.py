@@ -31,7 +31,7 @@ from anyio.abc import ObjectReceiveStream
 from . import events, http, integrity, plan
 from .config import SyncSettings
 from .disk import PartFile, sync_filesystem
-from .errors import DiskError, MirrorError
+from .errors import DiskError, MirrorError, Unverified
 from .journal import Completion, FileRecord, Journal
 from .presign import PresignedUrl
 
@@ -53,10 +53,6 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         return self.rng() * min(self.cap, self.base * 2 ** attempt)
-
-
-class Unverified(MirrorError):
-    """A file with nothing to verify against, while --require-verified is set."""
 
 
 class Restart(Exception):

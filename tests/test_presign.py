@@ -27,8 +27,8 @@ def test_an_already_expired_url_has_no_life_left():
     assert url.remaining(now=50.0) == 0
 
 
-def test_redact_removes_every_secret_and_keeps_the_rest():
-    shown = presign.redact(URL)
+def test_scrub_removes_every_secret_of_a_url_and_keeps_the_rest():
+    shown = presign.scrub(URL)
     for secret in ("abcdef0123", "TOKENVALUE", "AKIA%2F2026"):
         assert secret not in shown
     assert "bucket.s3.amazonaws.com/key.bin" in shown and "X-Amz-Expires=900" in shown
