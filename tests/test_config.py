@@ -84,3 +84,30 @@ def test_broken_toml_is_a_usage_error(tmp_path):
     config.write_text("name = \n")
     with pytest.raises(UsageError, match="mirror.toml"):
         read_config_file(config)
+
+
+from mirror.config import parse_rate, parse_shard, shard_from_environment
+
+
+def test_rates_and_shards_parse():
+    assert parse_rate("500MB/s") == 500_000_000 and parse_rate("1GiB/s") == 1024**3 and parse_rate(2048) == 2048
+    assert parse_shard("2/8") == (2, 8)
+    with pytest.raises(UsageError, match="K/N"):
+        parse_shard("2 of 8")
+
+
+def test_shard_index_comes_from_kubernetes_or_slurm(monkeypatch):
+    for name in ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UsageError, match="JOB_COMPLETION_INDEX"):
+        shard_from_environment(4)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "5")
+    assert shard_from_environment(4) == (2, 4)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+    assert shard_from_environment(4) == (3, 4)
+
+
+def test_a_shard_index_out_of_range_is_refused():
+    with pytest.raises(UsageError, match="shard index"):
+        SyncSettings(**BASE, shard=(4, 4))

@@ -164,6 +164,16 @@ async def test_connection_limits_hold(emulator_factory, content_root, tmp_path):
     assert throttled.ok and tree(tmp_path / "b") == tree(content_root / "small-model" / "1.0.0")
 
 
+def test_limits_given_as_flags_hold(content_root, tmp_path):
+    with emulator_process(content_root, "--part-size", "1MiB", "--conn-rate", "1MiB") as slow_endpoint:
+        done = sync_cli(slow_endpoint, "small-model", "--version", "1.0.0", "--dest", str(tmp_path / "out"),
+                        "--per-host-connections", "3", "--chunk-size", "256KiB", "--max-bandwidth", "8MiB/s")
+        counters = json.load(__import__("urllib.request").request.urlopen(f"{slow_endpoint}/_emulator/stats"))
+    assert done.returncode == 0, done.stderr
+    assert counters["max_in_flight"] == 3
+    assert tree(tmp_path / "out") == tree(content_root / "small-model" / "1.0.0")
+
+
 def test_prewarm_reports_what_it_read_into_the_cache(endpoint, tmp_path):
     done = sync_cli(endpoint, "small-model", "--version", "1.0.0", "--dest", str(tmp_path / "out"), "--prewarm")
     expected = format_size(sum(SMALL_MODEL.values()))
