@@ -84,6 +84,8 @@ def _add_aws_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--endpoint-url", dest="endpoint_url", help="SageMaker API endpoint, e.g. the emulator's")
     group.add_argument("--api-timeout", dest="api_timeout", type=float,
                        help="seconds to wait for an API answer before retrying (default 60)")
+    group.add_argument("--api-attempts", dest="api_attempts", type=int,
+                       help="attempts per API call, with botocore's backoff (default 8)")
     group.add_argument("--ca-bundle", dest="ca_bundle",
                        help="PEM file of extra CAs to trust, for API and downloads (or AWS_CA_BUNDLE)")
 
@@ -206,6 +208,8 @@ def _add_emulator(commands: Any) -> None:
                    help="inject a fault at RATE (0-1): slowdown, internal, reset, truncate, ignore-range, flip, "
                         "expire-early (object GETs); throttle, api-stall, token-refused (API calls)")
     p.add_argument("--stall", type=float, default=90.0, help="seconds an api-stall fault hangs")
+    p.add_argument("--tls-cert", dest="tls_cert", type=Path, help="serve https with this PEM certificate")
+    p.add_argument("--tls-key", dest="tls_key", type=Path, help="the certificate's PEM private key")
     p.add_argument("--checksum", choices=("sha256", "sha1", "crc32", "crc32c", "crc64nvme"),
                    help="send a full-object x-amz-checksum-<ALGO> header with every object")
     p.set_defaults(handler=_run_emulator)
@@ -323,16 +327,16 @@ def _run_emulator(args: argparse.Namespace, console: Console) -> int:
         conn_rate=parse_size(args.conn_rate, key="--conn-rate") if args.conn_rate else None,
         latency=args.latency / 1000, page_delay=args.page_delay,
         part_size=parse_size(args.part_size, key="--part-size"), seed=args.seed, faults=_faults(args.fault),
-        fault_budget=args.fault_budget, stall=args.stall, checksum=args.checksum)
+        fault_budget=args.fault_budget, stall=args.stall, checksum=args.checksum,
+        tls_cert=args.tls_cert, tls_key=args.tls_key)
     if not args.root.is_dir():
         raise UsageError(f"--root {args.root}: not a directory")
 
     async def serve() -> None:
-        import signal
-
-        async with Emulator(settings) as emulator:
-            print(f"endpoint {emulator.endpoint}", flush=True)
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # listen for signals before announcing the endpoint: whoever reads it may stop us at once
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with Emulator(settings) as emulator:
+                print(f"endpoint {emulator.endpoint}", flush=True)
                 async for _ in signals:
                     return
 
@@ -378,7 +382,7 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def _aws(args: argparse.Namespace) -> AwsSettings:
-    return build_aws_settings({k: getattr(args, k, None) for k in ("region", "profile", "endpoint_url", "api_timeout", "ca_bundle")})
+    return build_aws_settings({k: getattr(args, k, None) for k in ("region", "profile", "endpoint_url", "api_timeout", "api_attempts", "ca_bundle")})
 
 
 def _run(function: Callable[[], Any]) -> Any:

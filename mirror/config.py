@@ -242,6 +242,7 @@ _AWS_KEYS: dict[str, Callable[[Any, str], Any]] = {
     "profile": lambda v, k: _expect(v, str, k),
     "endpoint_url": lambda v, k: _expect(v, str, k),
     "api_timeout": lambda v, k: float(_expect(v, (int, float), k)),
+    "api_attempts": lambda v, k: _expect(v, int, k),
     "ca_bundle": lambda v, k: _expect(v, str, k),
 }
 

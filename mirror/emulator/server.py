@@ -13,6 +13,7 @@ import collections
 import datetime as dt
 import random
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class EmulatorSettings:
     url_rewrites: dict[str, str] = field(default_factory=dict)  # true LocalPath -> scheme://host to report
     checksum: str | None = None  # send a full-object x-amz-checksum-<this> header
     denied_operations: tuple[str, ...] = ()  # API operations the caller "may not" call (AccessDenied)
+    tls_cert: Path | None = None  # serve https with this certificate (PEM) ...
+    tls_key: Path | None = None  # ... and its private key
     hubs: tuple[str, ...] = ("SageMakerPublicHub",)
     studio_users: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"d-emulator0000": ("default-user",)}
@@ -122,11 +125,19 @@ class Emulator:
         app.router.add_route("*", "/{bucket}/{key:.+}", self._object)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.SockSite(self._runner, _listen(self.settings.host, self.settings.port))
+        site = web.SockSite(self._runner, _listen(self.settings.host, self.settings.port),
+                            ssl_context=self._tls())
         await site.start()
         host, port = site._sock.getsockname()[:2]  # the real port when asked for 0
-        self.endpoint = f"http://{host}:{port}"
+        self.endpoint = f"{'https' if self.settings.tls_cert else 'http'}://{host}:{port}"
         return self
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if self.settings.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+        return context
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._runner is not None:

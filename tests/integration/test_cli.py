@@ -38,7 +38,7 @@ def emulator_process(root: Path, *flags: str) -> Iterator[str]:
                                env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         first_line = process.stdout.readline().strip()
-        assert first_line.startswith("endpoint http://127.0.0.1:"), first_line
+        assert first_line.startswith(("endpoint http://127.0.0.1:", "endpoint https://127.0.0.1:")), first_line
         yield first_line.split()[1]
     finally:
         process.terminate()

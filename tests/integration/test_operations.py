@@ -241,3 +241,30 @@ def test_downloads_and_api_calls_go_through_an_http_proxy(endpoint, content_root
     assert len(relayed_gets) >= len(SMALL_MODEL) and any(r.startswith("POST") for r in proxy.relayed)
     assert bypass.returncode == 0 and len(proxy.relayed) == len(relayed_gets) + sum(
         r.startswith("POST") for r in proxy.relayed)  # the bypassed run added nothing
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                           "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                           "-keyout", str(key), "-out", str(cert)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"openssl could not make a certificate: {made.stderr.decode()[-200:]}")
+    return cert, key
+
+
+def test_a_private_ca_is_trusted_only_when_given(content_root, tmp_path, self_signed):
+    cert, key = self_signed
+    with emulator_process(content_root, "--tls-cert", str(cert), "--tls-key", str(key)) as tls_endpoint:
+        assert tls_endpoint.startswith("https://")
+        untrusted = sync_cli(tls_endpoint, "small-model", "--version", "1.0.0", "--dest", str(tmp_path / "no"),
+                             "--api-attempts", "1")
+        flagged = sync_cli(tls_endpoint, "small-model", "--version", "1.0.0", "--dest", str(tmp_path / "flag"),
+                           "--ca-bundle", str(cert))
+        from_env = sync_cli(tls_endpoint, "small-model", "--version", "1.0.0", "--dest", str(tmp_path / "env"),
+                            env={**_env(), "AWS_CA_BUNDLE": str(cert)})
+    assert untrusted.returncode == ExitCode.HUB_ERROR and "certificate" in untrusted.stderr.lower()
+    for run, dest in ((flagged, "flag"), (from_env, "env")):
+        assert run.returncode == 0, run.stderr
+        assert tree(tmp_path / dest) == tree(content_root / "small-model" / "1.0.0")
