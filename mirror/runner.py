@@ -78,19 +78,7 @@ async def sync(settings: SyncSettings, *, observer: events.Observer = events.ign
         await anyio.to_thread.run_sync(prepare_destination, settings.dest)
     suffix = plan.state_suffix(settings.shard)
     async with _locked_journal(dest, suffix, read_only=settings.dry_run) as journal:
-        records = await anyio.to_thread.run_sync(journal.records)
-        folds_case = not settings.dry_run and await anyio.to_thread.run_sync(is_case_insensitive, dest)
-        async with HubClient.open(settings.aws, counts) as hub, \
-                RangeClient.open(connections=settings.concurrency, per_host=settings.per_host_connections,
-                                 ca_bundle=settings.aws.ca_bundle) as client:
-            ref = ContentRef.of(settings)
-            ref = ref if ref.version is not None else ref.at(await hub.latest_version(ref))
-            producer = _Producer(settings, ref, plan.ListedPaths(case_insensitive=folds_case))
-            pool = Pool(settings, dest, client, journal, records, counts)
-            send, receive = anyio.create_memory_object_stream[plan.FileJob](0)
-            async with anyio.create_task_group() as group:
-                group.start_soon(producer.run, hub, send, pool)
-                await pool.run(receive)
+        ref, producer, pool = await _transfer(settings, dest, journal, counts)
         if not settings.dry_run:
             await anyio.to_thread.run_sync(_write_manifest, dest, ref, journal, producer.listed, suffix)
         if pool.fatal is not None:
@@ -106,6 +94,25 @@ async def sync(settings: SyncSettings, *, observer: events.Observer = events.ign
     return SyncResult(dest, outcome.completed, outcome.failures, producer.refused, outcome.skipped,
                       outcome.unverified, extra, deleted, outcome.planned, ref.version, outcome.bytes_written,
                       counts.retries, counts.url_refreshes, prewarmed, time.monotonic() - started)
+
+
+async def _transfer(settings: SyncSettings, dest: Path, journal: Journal,
+                    observer: events.Observer) -> tuple[ContentRef, "_Producer", Pool]:
+    """Resolve the version, then page the listing into the pool until both are done."""
+    records = await anyio.to_thread.run_sync(journal.records)
+    folds_case = not settings.dry_run and await anyio.to_thread.run_sync(is_case_insensitive, dest)
+    async with HubClient.open(settings.aws, observer) as hub, \
+            RangeClient.open(connections=settings.concurrency, per_host=settings.per_host_connections,
+                             ca_bundle=settings.aws.ca_bundle) as client:
+        ref = ContentRef.of(settings)
+        ref = ref if ref.version is not None else ref.at(await hub.latest_version(ref))
+        producer = _Producer(settings, ref, plan.ListedPaths(case_insensitive=folds_case))
+        pool = Pool(settings, dest, client, journal, records, observer)
+        send, receive = anyio.create_memory_object_stream[plan.FileJob](0)
+        async with anyio.create_task_group() as group:
+            group.start_soon(producer.run, hub, send, pool)
+            await pool.run(receive)
+    return ref, producer, pool
 
 
 async def _tidy(settings: SyncSettings, dest: Path, listed: set[str], journal: Journal,
