@@ -20,7 +20,6 @@ goes into the manifest that `mirror verify` checks later.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import math
@@ -89,7 +88,9 @@ class Expectation:
         return self.method != "none"
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        # by hand: dataclasses.asdict deep-copies, once per file
+        return json.dumps({"method": self.method, "expected": self.expected, "parts": self.parts,
+                           "part_sizes": list(self.part_sizes), "reason": self.reason})
 
     @classmethod
     def from_json(cls, text: str) -> "Expectation":

@@ -93,3 +93,17 @@ def test_no_url_built_from_junk_passes_unless_it_is_s3_or_loopback(host):
     name = (urlsplit(url).hostname or "").lower()
     assert name.endswith((".amazonaws.com", ".amazonaws.com.cn")) or name in ("localhost",) or \
         name.startswith("127.") or name == "::1"
+
+
+@given(issued=st.integers(0, 4_000_000_000), expires=st.integers(1, 604800),
+       noise=st.lists(st.tuples(st.sampled_from(["a", "X-Amz-Dates", "x-amz-date", "Y"]),
+                                st.text(alphabet="0123456789abcZ", max_size=8)), max_size=3))
+def test_expiry_is_read_exactly_whatever_else_the_query_holds(issued, expires, noise):
+    stamp = dt.datetime.fromtimestamp(issued, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if not stamp[:4].isdigit() or len(stamp) != 16:
+        return
+    extra = "".join(f"&{k}={v}" for k, v in noise)
+    url = f"https://b.s3.amazonaws.com/k?z=1{extra}&X-Amz-Date={stamp}&X-Amz-Expires={expires}&X-Amz-Signature=s"
+    parsed = presign.parse(url, wall_now=issued + 1, mono_now=0.0)
+    assert parsed.lifetime == expires
+    assert parsed.deadline == max(expires - 1, 0)  # one second after issue, on a monotonic clock at 0
