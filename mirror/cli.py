@@ -278,14 +278,17 @@ def _run_ls(args: argparse.Namespace, console: Console) -> int:
     path_filter = PathFilter(tuple(args.include or ()), tuple(args.exclude or ()))
     listing = _run(functools.partial(list_content, ref, _aws(args), path_filter, probe_sizes=args.sizes))
     if args.json:
-        print(json.dumps({"version": listing.version, "files": [{"path": p, "size": s} for p, s in listing.files]}))
-        return ExitCode.OK
+        print(json.dumps({"version": listing.version, "files": [{"path": p, "size": s} for p, s in listing.files],
+                          "refused": listing.refused}))
+        return ExitCode.UNSAFE_CONTENT if listing.refused else ExitCode.OK
     for path, size in listing.files:
         print(f"{'' if size is None else size:>14}  {path}")
     total = sum(s for _, s in listing.files if s is not None)
     print(f"{len(listing.files)} files" + (f", {format_size(total)}" if args.sizes else "") +
           f" in {ref.name} {listing.version or '(latest)'}", file=sys.stderr)
-    return ExitCode.OK
+    for reason in listing.refused.values():
+        _error(console, reason)
+    return ExitCode.UNSAFE_CONTENT if listing.refused else ExitCode.OK
 
 
 def _run_verify(args: argparse.Namespace, console: Console) -> int:

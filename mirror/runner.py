@@ -148,6 +148,7 @@ class _Counts:
 class Listing:
     version: str | None  # None: "latest" could not be resolved (no ListHubContentVersions permission)
     files: list[tuple[str, int | None]]  # (path below DEST, size if probed)
+    refused: dict[str, str] = field(default_factory=dict)  # LocalPath -> why it would not be mirrored
 
 
 async def list_content(ref: ContentRef, aws: AwsSettings, path_filter: plan.PathFilter, *,
@@ -157,9 +158,14 @@ async def list_content(ref: ContentRef, aws: AwsSettings, path_filter: plan.Path
                                                            ca_bundle=aws.ca_bundle) as client:
         ref = ref if ref.version is not None else ref.at(await hub.latest_version(ref))
         entries: list[tuple[str, PresignedUrl]] = []
+        refused: dict[str, str] = {}
         async for page in hub.pages(ref, 100):
             for local_path, url in page.urls.items():
-                relative = plan.file_job(local_path, page.lease(local_path)).relative.as_posix()
+                try:
+                    relative = plan.file_job(local_path, page.lease(local_path)).relative.as_posix()
+                except UnsafeLocalPath as exc:
+                    refused[local_path] = str(exc)
+                    continue
                 if path_filter.keeps(relative):
                     entries.append((relative, url))
         sizes: dict[str, int | None] = {path: None for path, _ in entries}
@@ -167,7 +173,7 @@ async def list_content(ref: ContentRef, aws: AwsSettings, path_filter: plan.Path
             async with anyio.create_task_group() as group:
                 for path, url in entries:
                     group.start_soon(_probe_size, client, url, path, sizes)
-    return Listing(ref.version, sorted(sizes.items()))
+    return Listing(ref.version, sorted(sizes.items()), refused)
 
 
 async def _probe_size(client: RangeClient, url: PresignedUrl, path: str, sizes: dict[str, int | None]) -> None:

@@ -63,3 +63,16 @@ def test_no_secret_reaches_any_output(content_root, tmp_path):
     for secret in secrets:
         assert secret not in output
     assert not re.search(r"X-Amz-(Signature|Credential|Security-Token)=(?!REDACTED)", output, re.IGNORECASE)
+
+
+async def test_ls_names_hostile_entries_and_lists_the_rest(emulator_factory):
+    from mirror.config import AwsSettings
+    from mirror.hub import ContentRef
+    from mirror.plan import PathFilter
+    from mirror.runner import list_content
+
+    async with emulator_factory(local_path_rewrites={"/config.json": "/../escape.json"}) as emulator:
+        listing = await list_content(ContentRef("SageMakerPublicHub", "Model", "small-model", "1.0.0", False, None),
+                                     AwsSettings(endpoint_url=emulator.endpoint), PathFilter())
+    assert list(listing.refused) == ["/../escape.json"]
+    assert {path for path, _ in listing.files} == set(SMALL_MODEL) - {"config.json"}
