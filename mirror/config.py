@@ -24,6 +24,11 @@ _NAME = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
 HUB_NAME = re.compile(rf"(arn:[a-z0-9-\.]{{1,63}}:sagemaker:\w+(?:-\w+)+:(\d{{12}}|aws):hub\/)?{_NAME}")
 CONTENT_NAME = re.compile(_NAME)
 VERSION = re.compile(r"\d{1,4}\.\d{1,4}\.\d{1,4}")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Sort key of a MAJOR.MINOR.PATCH version: numeric, so 1.10.0 follows 1.9.0."""
+    return tuple(int(part) for part in version.split("."))
 S3_URL = re.compile(r"(https|s3)://([^/]+)/?(.*)")
 DOMAIN_ID = re.compile(r"d-(-*[a-z0-9]){1,61}")
 CONTENT_TYPES = ("Model", "Notebook", "ModelReference", "DataSet", "JsonDoc")
@@ -277,10 +282,10 @@ class ConfigFile:
     jobs: dict[str, dict[str, Any]]
 
     def where(self, key: str, job: str | None = None) -> str:
-        """`config PATH:LINE` of a key, in its job's table when it has one."""
+        """`config PATH:LINE` of a key: in the job's table when set there, else at the top."""
         lines = self.text.splitlines()
         start = 0
-        if job is not None:
+        if job is not None and key in self.jobs.get(job, {}):
             header = re.compile(rf"^\s*\[\s*jobs\s*\.\s*\"?{re.escape(job)}\"?\s*\]")
             start = next((i for i, line in enumerate(lines) if header.match(line)), 0)
         pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
@@ -332,10 +337,10 @@ def build_sync_settings(flags: Mapping[str, Any], config: ConfigFile | None = No
     try:
         return _settings(merged)
     except UsageError as exc:
-        key = _FIELD_KEYS.get(str(exc).split(":")[0].split()[0], str(exc).split(":")[0].split()[0])
+        named = str(exc).split(":")[0].split()[0]  # messages start with the key or field name
+        key = _FIELD_KEYS.get(named, named)
         if config is not None and key in from_file and key not in flags:
-            raise UsageError(f"{config.where(key, job if job in config.jobs and key in config.jobs[job] else None)}: "
-                             f"{exc}") from exc
+            raise UsageError(f"{config.where(key, job)}: {exc}") from exc
         raise
 
 

@@ -112,13 +112,6 @@ class RangeClient:
             self._proxies[key] = None if bypass else proxy
         return self._proxies[key]
 
-    def statistics(self) -> dict[str, int]:
-        """Connections in use and requests waiting for one (the pool's only limit)."""
-        connector = self._session.connector
-        in_use = sum(len(c) for c in getattr(connector, "_acquired_per_host", {}).values())
-        waiting = sum(len(w) for w in getattr(connector, "_waiters", {}).values())
-        return {"connections_in_use": in_use, "requests_waiting": waiting}
-
     @classmethod
     @asynccontextmanager
     async def open(cls, *, connections: int, per_host: int | None = None,
@@ -141,15 +134,8 @@ class RangeClient:
         headers = {"Range": f"bytes={start}-{end}"}
         if if_match:
             headers["If-Match"] = f'"{if_match}"'
-        try:
-            # encoded=True: the signature covers the query exactly as the service wrote it
-            target = URL(url, encoded=True)
-            async with self._session.get(target, headers=headers, allow_redirects=False,
-                                         proxy=self._proxy_for(target)) as response:
-                body = await _classify(response, url)
-                yield body
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
-            raise Transient(f"{type(exc).__name__} from {presign.describe(url)}") from None
+        async with self._send(url, headers) as response:
+            yield await _classify(response, url)
 
     async def unchanged(self, url: str, etag: str | None, size: int) -> bool:
         """Whether the object is as recorded, by a conditional GET that moves no payload.
@@ -163,9 +149,7 @@ class RangeClient:
         elif size != 0:
             return False
         try:
-            target = URL(url, encoded=True)
-            async with self._session.get(target, headers=headers, allow_redirects=False,
-                                         proxy=self._proxy_for(target)) as response:
+            async with self._send(url, headers) as response:
                 if response.status == 304:
                     return True
                 if response.status not in (200, 206):
@@ -173,6 +157,16 @@ class RangeClient:
                 return False  # left unread, the connection closes: at most one byte was asked for
         except EmptyObject:
             return size == 0
+
+    @asynccontextmanager
+    async def _send(self, url: str, headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One GET of `url` through its host's proxy; connection faults become `Transient`."""
+        # encoded=True: the signature covers the query exactly as the service wrote it
+        target = URL(url, encoded=True)
+        try:
+            async with self._session.get(target, headers=headers, allow_redirects=False,
+                                         proxy=self._proxy_for(target)) as response:
+                yield response
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
             raise Transient(f"{type(exc).__name__} from {presign.describe(url)}") from None
 

@@ -24,7 +24,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from . import events, presign
-from .config import AwsSettings, StudioUrlSettings, SyncSettings
+from .config import AwsSettings, StudioUrlSettings, SyncSettings, version_key
 from .errors import AccessDenied, ContentNotFound, EulaRequired, HubError, UsageError
 
 _DENIED_CODES = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException",
@@ -125,8 +125,8 @@ class HubClient:
         """
         versions: list[str] = []
         token: str | None = None
+        params = {"HubName": ref.hub, "HubContentType": ref.content_type, "HubContentName": ref.name}
         while True:
-            params = {"HubName": ref.hub, "HubContentType": ref.content_type, "HubContentName": ref.name}
             try:
                 reply = await self._call("list_hub_content_versions", **params,
                                          **({"NextToken": token} if token else {}))
@@ -138,7 +138,7 @@ class HubClient:
                 break
         if not versions:
             raise ContentNotFound(f"no versions of {ref.name} in hub {ref.hub}")
-        return max(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
+        return max(versions, key=version_key)
 
     async def studio_url(self, settings: StudioUrlSettings) -> str:
         params: dict[str, Any] = {"DomainId": settings.domain_id, "UserProfileName": settings.user_profile}

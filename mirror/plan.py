@@ -172,9 +172,6 @@ class PathFilter:
         self._include = [_glob(p) for p in include]
         self._exclude = [_glob(p) for p in exclude]
 
-    def __bool__(self) -> bool:
-        return bool(self._include or self._exclude)
-
     def keeps(self, relative: str) -> bool:
         if self._include and not any(p.match(relative) for p in self._include):
             return False

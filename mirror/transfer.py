@@ -161,11 +161,6 @@ class Pool:
             self.result.bytes_written += event.count
         self._observer(event)
 
-    def statistics(self) -> dict[str, int]:
-        return {**self.client.statistics(),
-                "files_completed": len(self.result.completed),
-                "files_failed": len(self.result.failures)}
-
     async def blocking(self, function: Callable[..., T], *args: Any) -> T:
         """Run disk, hashing or journal work in a worker thread."""
         return await anyio.to_thread.run_sync(function, *args, limiter=self.disk)

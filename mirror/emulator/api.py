@@ -19,7 +19,8 @@ from ..config import DOMAIN_ID as _DOMAIN
 from ..config import HUB_NAME as _HUB
 from ..config import S3_URL as _S3_URL
 from ..config import VERSION as _VERSION
-from .content import HubContent, version_key
+from ..config import version_key
+from .content import HubContent
 
 if TYPE_CHECKING:
     from .server import Emulator

@@ -19,12 +19,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import version_key
+
 _VERSION_DIR = re.compile(r"\d{1,4}\.\d{1,4}\.\d{1,4}")
 _HASH_BLOCK = 1 << 20
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
 
 
 @dataclass(frozen=True, slots=True)
