@@ -248,6 +248,8 @@ class FileDownload:
         if action is plan.Action.PROBE and await self._unchanged():
             self.pool.result.completed[self.path] = self.record.size
             self.pool.result.skipped.append(self.path)
+            if self.record.verified is None:  # unchanged, and still never verified: say so again
+                self.pool.result.unverified[self.path] = self.record.detail or "not verified"
             self.pool.emit(events.FileSkipped(self.path, self.record.size))
             return
         if action is plan.Action.PROBE:

@@ -127,8 +127,10 @@ async def test_unverifiable_objects_are_reported_and_can_be_required(emulator_fa
     write_synthetic(root, "kms-model", "1.0.0", {"a.bin": 5000}, seed=9, kms=True)
     async with emulator_factory(root=root) as emulator:
         result = await sync(settings_for(emulator, tmp_path / "out", name="kms-model"))
+        again = await sync(settings_for(emulator, tmp_path / "out", name="kms-model"))
         strict = await sync(settings_for(emulator, tmp_path / "strict", name="kms-model", require_verified=True))
     assert result.ok and "SSE-KMS" in result.unverified["a.bin"]
+    assert again.skipped == ["a.bin"] and "SSE-KMS" in again.unverified["a.bin"] and not again.verified
     manifest = json.loads((tmp_path / "out/.mirror/manifest.json").read_text())
     assert manifest["files"]["a.bin"]["verified"] is None and "SSE-KMS" in manifest["files"]["a.bin"]["detail"]
     assert "--require-verified" in strict.failed["a.bin"] and not (tmp_path / "strict/a.bin").exists()
